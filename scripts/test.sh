@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs every hike test: formatting and vet, unit and integration tests (real
+# strongSwan peers, tshark, network namespaces, the qemu kernel for the XFRM
+# data plane) and a bounded smoke run of every fuzz target.
+#
+# Meant for a Debian 12 machine where it runs as root: it installs what the
+# tests need when it is missing. Environment:
+#   FUZZTIME   time per fuzz target (default 10s; 0 skips fuzzing)
+#   GOTESTFLAGS extra flags for go test (e.g. -run TestX)
+#   CI=true    integration tests whose prerequisite is missing fail, never skip
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO_WANT=1.26.8
+FUZZTIME=${FUZZTIME:-10s}
+
+log() { printf '\n==> %s\n' "$*"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root: the integration tests create network namespaces and TUN devices"
+
+# --- Go ------------------------------------------------------------------
+# Debian 12 ships Go 1.19, too old to fetch a toolchain by itself; the Go
+# module proxy serves release toolchains as modules, so 1.19 can download
+# the one hike needs.
+go_version_ok() { # $1 = go binary
+	local v
+	v=$("$1" env GOVERSION 2>/dev/null) || return 1
+	v=${v#go}
+	[ "$(printf '%s\n%s\n' "1.26" "$v" | sort -V | head -1)" = "1.26" ]
+}
+ensure_go() {
+	export PATH=/usr/local/go/bin:$PATH
+	if command -v go >/dev/null && go_version_ok go; then return; fi
+	log "installing Go $GO_WANT from the Go module proxy"
+	command -v go >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go; }
+	local mod="golang.org/toolchain@v0.0.1-go${GO_WANT}.linux-$(dpkg --print-architecture)"
+	local dir
+	dir=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+	[ -x "$dir/bin/go" ] || die "could not download Go toolchain $mod"
+	export PATH="$dir/bin:$PATH"
+	go_version_ok go || die "Go >= 1.26 needed, found $(go env GOVERSION)"
+}
+
+# --- system packages -----------------------------------------------------
+ensure_packages() {
+	local want=(
+		tshark:tshark
+		/usr/lib/ipsec/charon:strongswan-charon
+		swanctl:strongswan-swanctl
+		/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so:libcharon-extra-plugins
+		ip:iproute2 nft:nftables ping:iputils-ping
+		qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio
+		depmod:kmod xz:xz-utils zstd:zstd
+	)
+	local missing=() item bin pkg
+	for item in "${want[@]}"; do
+		bin=${item%%:*} pkg=${item#*:}
+		if [[ $bin == /* ]]; then [ -e "$bin" ] && continue; else command -v "$bin" >/dev/null && continue; fi
+		missing+=("$pkg")
+	done
+	[ ${#missing[@]} -eq 0 ] && return
+	log "installing ${missing[*]}"
+	apt-get update -qq
+	# tshark asks whether non-root users may capture; the answer does not matter here.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The distribution's strongSwan service would hold port 500 and load the HA plugin; the
+	# tests run their own charons in namespaces.
+	systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
+}
+
+ensure_go
+ensure_packages
+go version
+
+log "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+[ -z "$unformatted" ] || die "gofmt would change: $unformatted"
+
+log "go vet"
+go vet ./...
+
+log "go test"
+# shellcheck disable=SC2086
+go test -count=1 -timeout 20m ${GOTESTFLAGS:-} ./...
+
+if [ "$FUZZTIME" != 0 ]; then
+	log "fuzz smoke runs ($FUZZTIME each)"
+	for f in $(grep -rlE '^func Fuzz[A-Za-z0-9_]+\(' --include='*_test.go' . | sort); do
+		pkg=./$(dirname "${f#./}")
+		for target in $(grep -oE '^func Fuzz[A-Za-z0-9_]+' "$f" | cut -d' ' -f2); do
+			echo "--- $pkg $target"
+			go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg" >/tmp/hike-fuzz.log 2>&1 ||
+				{ cat /tmp/hike-fuzz.log; die "fuzz target $target in $pkg failed"; }
+		done
+	done
+fi
+
+log "all tests passed"
