@@ -9,10 +9,14 @@ import (
 	"github.com/hike-vpn/hike/internal/wire"
 )
 
-// Errors for a peer's Key Exchange Data. RFC 7296 §3.4 makes a KE payload
-// whose data length does not fit the group malformed, so the IKE layer
-// answers ErrKELength with INVALID_SYNTAX; a value of the right length that
-// is not a valid group element (RFC 6989) is ErrKEValue.
+// Errors for a peer's Key Exchange Data: ErrKELength for a length other
+// than the group's (RFC 7296 §3.4, RFC 5903 §7, RFC 8031 §3.1), ErrKEValue
+// for a value of the right length that fails the recipient tests of
+// RFC 6989 §2. Either means a broken or hostile peer, and RFC 6989 §2.5 says
+// what follows: in IKE_SA_INIT drop the message (or answer a request with
+// INVALID_SYNTAX); in CREATE_CHILD_SA answer a request with INVALID_SYNTAX
+// and delete the IKE SA. INVALID_KE_PAYLOAD is for a group mismatch, which
+// the IKE layer detects before calling SharedSecret.
 var (
 	ErrKELength = errors.New("crypto: key exchange data has the wrong length for its group")
 	ErrKEValue  = errors.New("crypto: key exchange data is not a valid group element")
@@ -44,6 +48,10 @@ type KeyPair interface {
 	// in the form RFC 7296 §2.14 feeds into SKEYSEED: zero-padded to the
 	// modulus length for MODP, the x-coordinate for ECP (RFC 5903 §7), the
 	// X25519 output for Curve25519 (RFC 8031 §2).
+	//
+	// A KeyPair is for one exchange. MODP exponentiation in math/big is not
+	// constant-time; RFC 6989 §3 explains why that only matters when
+	// private values are reused, which hike never does.
 	SharedSecret(peerPublic []byte) ([]byte, error)
 }
 
@@ -131,7 +139,7 @@ func (k *modpKeyPair) SharedSecret(peer []byte) ([]byte, error) {
 	if len(peer) != k.g.len {
 		return nil, ErrKELength
 	}
-	// RFC 6989 §2.2: for a safe prime, 1 < y < p-1 is the whole check; it
+	// RFC 6989 §2.1: for a safe prime, 1 < y < p-1 is the whole check; it
 	// excludes the elements of order 1 and 2, and every other element has
 	// order q or 2q.
 	y := new(big.Int).SetBytes(peer)
@@ -197,9 +205,11 @@ func (k *ecdhKeyPair) SharedSecret(peer []byte) ([]byte, error) {
 		enc[0] = 4 // SEC1 uncompressed point
 		copy(enc[1:], peer)
 	}
-	// NewPublicKey checks that a NIST point is on the curve and not the
-	// point at infinity (RFC 6989 §2.3). ECDH refuses an X25519 result of
-	// all zeros, which RFC 8031 §2 requires an implementation to reject.
+	// NewPublicKey checks that a NIST point is on the curve (RFC 6989
+	// §2.3). For X25519 it accepts any 32 octets, as RFC 8031 §3.2 asks
+	// (the top bit is masked, non-canonical values are reduced), and ECDH
+	// refuses an all-zero result, the mark of a small-order peer value,
+	// which RFC 7748 §6.1 allows an implementation to check.
 	pub, err := k.g.curve.NewPublicKey(enc)
 	if err != nil {
 		return nil, ErrKEValue

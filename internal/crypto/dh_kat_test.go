@@ -250,9 +250,11 @@ func TestRFC8031Example(t *testing.T) {
 	}
 }
 
-// TestX25519LowOrder checks RFC 8031 §3.2: a peer value of small order
-// makes the X25519 output all zeros, which must be rejected. The points are
-// 0, 1 and the order-8 point of RFC 7748 §7's list of small-order inputs.
+// TestX25519LowOrder checks that a peer value of small order, which makes
+// the X25519 output all zeros, is rejected (RFC 7748 §6.1 and §7 allow the
+// check; hike always makes it). The inputs are 0, 1 and e0eb7a7c..., a point
+// of order 8 (D. J. Bernstein lists the small-order points at
+// cr.yp.to/ecdh.html).
 func TestX25519LowOrder(t *testing.T) {
 	kp := fixedKeyPair(t, x25519, unhex(t, "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
 	for _, u := range []string{
@@ -262,6 +264,25 @@ func TestX25519LowOrder(t *testing.T) {
 	} {
 		if _, err := kp.SharedSecret(unhex(t, u)); err != ErrKEValue {
 			t.Errorf("u = %s: err = %v, want ErrKEValue", u, err)
+		}
+	}
+}
+
+// TestX25519NonCanonical checks RFC 8031 §3.2: the top bit of a peer value
+// is masked and a non-canonical value is accepted and reduced, so that
+// 2^255 + 9 and p + 9 = 2^255 - 10 both act as the base point 9.
+func TestX25519NonCanonical(t *testing.T) {
+	kp := fixedKeyPair(t, x25519, unhex(t, "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
+	for _, u := range []string{
+		"09" + strings.Repeat("00", 30) + "80",
+		"f6" + strings.Repeat("ff", 30) + "7f",
+	} {
+		z, err := kp.SharedSecret(unhex(t, u))
+		if err != nil {
+			t.Fatalf("u = %s: %v", u, err)
+		}
+		if !bytes.Equal(z, kp.Public()) {
+			t.Errorf("u = %s: X25519(a, u) = %x, want X25519(a, 9) = %x", u, z, kp.Public())
 		}
 	}
 }
@@ -311,7 +332,7 @@ func TestRFC8032Ed25519(t *testing.T) {
 
 // TestMODPPrimes rebuilds the RFC 3526 primes from their definition,
 // p = 2^N - 2^(N-64) - 1 + 2^64 * ([2^(N-130) pi] + k), with pi computed
-// here, and checks that they are safe primes, which RFC 6989 §2.2 relies on
+// here, and checks that they are safe primes, which RFC 6989 §2.1 relies on
 // for the 1 < y < p-1 check.
 func TestMODPPrimes(t *testing.T) {
 	for _, v := range []struct {

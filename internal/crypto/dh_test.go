@@ -107,7 +107,7 @@ func TestPeerValueRejected(t *testing.T) {
 	}
 }
 
-// TestMODPBounds checks RFC 6989 §2.2: 1 < y < p-1.
+// TestMODPBounds checks RFC 6989 §2.1: 1 < y < p-1.
 func TestMODPBounds(t *testing.T) {
 	for _, id := range []uint16{wire.DH_MODP_2048, wire.DH_MODP_3072, wire.DH_MODP_4096} {
 		g := mustGroup(t, id).(*modpGroup)
