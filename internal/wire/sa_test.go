@@ -172,3 +172,18 @@ func insert(b []byte, at int, x []byte) []byte {
 func cut(b []byte, at, n int) []byte {
 	return append(b[:at:at], b[at+n:]...)
 }
+
+// SA parsing is off the hot path but frugal: one allocation for all
+// transforms when the caller provides room for the proposals.
+func TestParseSAAllocations(t *testing.T) {
+	body := hexBytes(t, saRequestOctets)
+	var ps [4]Proposal
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := ParseSA(ps[:0], body); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("ParseSA allocated %v times, want at most 1", allocs)
+	}
+}
