@@ -129,8 +129,10 @@ type childPos struct {
 }
 
 // checkPoolOverlap rejects a pool that hands out addresses this gateway
-// routes to its own side: a client would get an address on the protected
-// network and traffic to it would loop back into the tunnel.
+// claims for its own side: a client would get an address inside a local
+// selector, so the policy for its own virtual IP points the wrong way.
+// A selector for the whole address family (0.0.0.0/0, ::/0) is exempt:
+// that is a full tunnel, not a subnet.
 func (d *decoder) checkPoolOverlap(c *Connection, path string, pos []childPos, r *refs) {
 	for ci, ch := range c.Children {
 		if ci >= len(pos) {
@@ -138,7 +140,7 @@ func (d *decoder) checkPoolOverlap(c *Connection, path string, pos []childPos, r
 		}
 		for ti, ts := range ch.LocalTS {
 			rg, ok := ts.Range()
-			if !ok || ti >= len(pos[ci].localTS) {
+			if !ok || ti >= len(pos[ci].localTS) || rg == prefixRange(netip.PrefixFrom(rg.From, 0)) {
 				continue
 			}
 			for _, pool := range c.Pools {

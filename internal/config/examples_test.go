@@ -1,0 +1,169 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"flag"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The example configurations reference a throw-away PKI committed under
+// examples/pki. It is generated here, never fetched:
+//
+//	go test ./internal/config -run TestExamplePKI -regen-example-pki
+var regenPKI = flag.Bool("regen-example-pki", false, "rewrite examples/pki with fresh example certificates and keys")
+
+const examplesDir = "../../examples"
+
+func TestExamplePKI(t *testing.T) {
+	dir := filepath.Join(examplesDir, "pki")
+	if *regenPKI {
+		if err := writeExamplePKI(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cas, err := readCerts(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cas[0])
+	for _, name := range []string{"gw", "node1", "node2", "node3", "client"} {
+		certs, err := readCerts(filepath.Join(dir, name+".pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("%s.pem does not chain to ca.pem: %v", name, err)
+		}
+		key, err := readKey(filepath.Join(dir, name+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !keyMatches(certs[0], key) {
+			t.Errorf("%s.key does not match %s.pem", name, name)
+		}
+	}
+	if _, err := readStateKey(filepath.Join(dir, "state.key")); err != nil {
+		t.Error(err)
+	}
+}
+
+// writeExamplePKI creates a CA, a gateway certificate, three cluster node
+// certificates and a client certificate, all ECDSA P-256 and all marked
+// as examples in their subject.
+func writeExamplePKI(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	org := []string{"hike EXAMPLE ONLY - DO NOT USE"}
+	notBefore := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	notAfter := time.Date(2046, 1, 1, 0, 0, 0, 0, time.UTC)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{Country: []string{"CH"}, Organization: org, CommonName: "hike example CA"},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	if err := writePEM(filepath.Join(dir, "ca.pem"), "CERTIFICATE", caDER); err != nil {
+		return err
+	}
+	leaves := []struct {
+		name, cn string
+		dns      []string
+		ips      []net.IP
+		eku      []x509.ExtKeyUsage
+	}{
+		{"gw", "vpn.example.com", []string{"vpn.example.com"}, nil, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
+		{"client", "alice@example.com", nil, nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
+		{"node1", "node1", []string{"node1"}, []net.IP{net.ParseIP("10.0.0.1")}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+		{"node2", "node2", []string{"node2"}, []net.IP{net.ParseIP("10.0.0.2")}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+		{"node3", "node3", []string{"node3"}, []net.IP{net.ParseIP("10.0.0.3")}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+	}
+	for i, l := range leaves {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i + 2)),
+			Subject:      pkix.Name{Country: []string{"CH"}, Organization: org, CommonName: l.cn},
+			NotBefore:    notBefore,
+			NotAfter:     notAfter,
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  l.eku,
+			DNSNames:     l.dns,
+			IPAddresses:  l.ips,
+		}
+		if l.name == "client" {
+			tmpl.EmailAddresses = []string{l.cn}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return err
+		}
+		pk, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(dir, l.name+".pem"), "CERTIFICATE", der); err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(dir, l.name+".key"), "PRIVATE KEY", pk); err != nil {
+			return err
+		}
+	}
+	stateKey := make([]byte, StateKeySize)
+	if _, err := rand.Read(stateKey); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "state.key"), []byte(hex.EncodeToString(stateKey)+"\n"), 0o600)
+}
+
+func writePEM(path, typ string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+// TestExamplesLoad keeps examples/ honest: every file there must load.
+func TestExamplesLoad(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(examplesDir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"ra-psk.yaml": false, "ra-cert.yaml": false, "site-to-site.yaml": false, "cluster-node1.yaml": false}
+	for _, f := range files {
+		want[filepath.Base(f)] = true
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if _, err := Load(f); err != nil {
+				t.Fatalf("example does not load:\n%v", err)
+			}
+		})
+	}
+	for name, found := range want {
+		if !found {
+			t.Errorf("examples/%s is missing", name)
+		}
+	}
+}
