@@ -27,13 +27,6 @@ var ErrTooLarge = errors.New("crypto: message does not fit")
 
 var errNotTail = errors.New("crypto: encrypted payload is not the tail of the message")
 
-// SKKeys are the SK_e and SK_a keys of an IKE SA (RFC 7296 §2.14) in the
-// order prf+ yields them. For an AEAD, Ei and Er include the salt (RFC 5282
-// §7.1) and Ai, Ar are empty.
-type SKKeys struct {
-	Ai, Ar, Ei, Er []byte
-}
-
 // SK protects the Encrypted payload (RFC 7296 §3.14, RFC 5282) and the
 // Encrypted Fragment payload (RFC 7383) of one IKE SA, in both directions.
 //
@@ -70,14 +63,14 @@ type skDir struct {
 type ivSetter interface{ SetIV([]byte) }
 
 // NewSK builds the SK protection of an IKE SA from its negotiated transforms
-// and keys. integ is ignored (and may be nil) when encr is an AEAD.
+// and keys (only SK_a and SK_e are used). integ is ignored (and may be nil) when encr is an AEAD.
 // initiator reports whether we are the original initiator of the IKE SA
 // (after an IKE rekey: the initiator of the rekey, RFC 7296 §2.18), which
 // decides that we send with SK_ei/SK_ai and receive with SK_er/SK_ar.
 //
 // The keys are not retained: the ciphers and MACs hold their own schedules.
-func NewSK(encr *Encr, integ *Integ, k SKKeys, initiator bool) (*SK, error) {
-	if encr == nil {
+func NewSK(encr *Encr, integ *Integ, k *IKEKeys, initiator bool) (*SK, error) {
+	if encr == nil || k == nil {
 		return nil, ErrUnsupported
 	}
 	s := &SK{encr: encr}

@@ -55,7 +55,7 @@ func suites(t testing.TB) []suite {
 }
 
 // testKeys derives distinct, deterministic keys of the right sizes.
-func testKeys(s suite, seed byte) SKKeys {
+func testKeys(s suite, seed byte) *IKEKeys {
 	fill := func(n int, tag byte) []byte {
 		b := make([]byte, n)
 		for i := range b {
@@ -63,14 +63,14 @@ func testKeys(s suite, seed byte) SKKeys {
 		}
 		return b
 	}
-	k := SKKeys{Ei: fill(s.encr.KeyLen, 0x10), Er: fill(s.encr.KeyLen, 0x20)}
+	k := &IKEKeys{Ei: fill(s.encr.KeyLen, 0x10), Er: fill(s.encr.KeyLen, 0x20)}
 	if s.integ != nil {
 		k.Ai, k.Ar = fill(s.integ.KeyLen, 0x30), fill(s.integ.KeyLen, 0x40)
 	}
 	return k
 }
 
-func pair(t testing.TB, s suite) (ini, res *SK, k SKKeys) {
+func pair(t testing.TB, s suite) (ini, res *SK, k *IKEKeys) {
 	k = testKeys(s, 1)
 	ini, err := NewSK(s.encr, s.integ, k, true)
 	if err != nil {
