@@ -59,8 +59,8 @@ const (
 //
 // To survive a second failover while the procedure runs, the caller should
 // replicate Request().Send (M1) to the other members (§5.1): a member that
-// takes over later must start above it, or the peer drops its request as a
-// replay.
+// takes over later must pass a known NextSend of at least M1 + 1, or the peer
+// drops its request as a replay and the IKE SA is lost.
 type Resync struct {
 	cfg      ResyncConfig
 	req      Sync

@@ -63,66 +63,82 @@ type endpoint struct {
 	rs   Resync
 }
 
+// crossingOrders lists every order of the four events after both requests
+// are sent: a: X answers Y's request; b: Y answers X's; c: X accepts Y's
+// answer (after b); d: Y accepts X's answer (after a).
+var crossingOrders = []string{"abcd", "abdc", "adbc", "bacd", "badc", "bcad"}
+
+// crossing runs one simultaneous failover between X and Y, which start from
+// the counters x and y, and returns both sides' final counters.
+func crossing(t *testing.T, x0, y0 Counters, order string) (x, y Counters) {
+	t.Helper()
+	start := func(c Counters, n Nonce) *endpoint {
+		rs, err := NewResync(ResyncConfig{}, c, n, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &endpoint{cur: rs.Hold(c), rs: rs}
+	}
+	ex, ey := start(x0, Nonce{1}), start(y0, Nonce{2})
+	reqX, reqY := ex.rs.Request(), ey.rs.Request()
+	var ansX, ansY Sync // answers sent by X and by Y
+	answer := func(e *endpoint, r Sync) Sync {
+		v := e.peer.Respond(r, e.cur, true)
+		if v.Action != Answer {
+			t.Fatalf("crossing request %+v: %v (%v)", r, v.Action, v.Reason)
+		}
+		e.cur = v.Install
+		return v.Reply
+	}
+	accept := func(e *endpoint, r Sync) {
+		out := e.rs.Accept(r, e.cur)
+		if out.Action != Done {
+			t.Fatalf("response %+v: %v (%v)", r, out.Action, out.Reason)
+		}
+		e.cur = out.Install
+	}
+	for _, ev := range order {
+		switch ev {
+		case 'a':
+			ansX = answer(ex, reqY)
+		case 'b':
+			ansY = answer(ey, reqX)
+		case 'c':
+			accept(ex, ansY)
+		case 'd':
+			accept(ey, ansX)
+		}
+	}
+	return ex.cur, ey.cur
+}
+
+// checkCrossing asserts App. A.4's outcome: "the higher counter values", the
+// same on both sides.
+func checkCrossing(t *testing.T, x0, y0, x, y Counters) {
+	t.Helper()
+	xs := max(x0.NextSend, y0.NextRecv) // X's requests are Y's receives
+	ys := max(y0.NextSend, x0.NextRecv)
+	if x.NextSend != xs || y.NextRecv != xs || y.NextSend != ys || x.NextRecv != ys {
+		t.Errorf("from X %+v, Y %+v: X %+v, Y %+v; want X sends %d, Y sends %d", x0, y0, x, y, xs, ys)
+	}
+}
+
 // TestSimultaneousFailover checks RFC 6311 App. A.4: both sides send requests
 // that cross, each answers the other's while its own is pending, and both end
-// with the higher counter values, (5, 5). Every order of the four remaining
-// events is tried: the figure shows one, the network may deliver any.
+// with the higher counter values, (5, 5). Every delivery order is tried (the
+// figure shows one), and so is a grid of other starting points.
 func TestSimultaneousFailover(t *testing.T) {
-	// a: X answers Y's request; b: Y answers X's; c: X accepts Y's answer
-	// (after b); d: Y accepts X's answer (after a).
-	orders := []string{"abcd", "abdc", "adbc", "bacd", "badc", "bcad"}
-	for _, tc := range []struct {
-		name string
-		x, y Counters
-	}{
-		{"RFC6311-A.4", window1(4, 4), window1(5, 5)},
-		{"mixed", window1(7, 2), window1(3, 9)},
-	} {
-		for _, order := range orders {
-			t.Run(tc.name+"/"+order, func(t *testing.T) {
-				start := func(c Counters, n Nonce) *endpoint {
-					rs, err := NewResync(ResyncConfig{}, c, n, t0)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return &endpoint{cur: rs.Hold(c), rs: rs}
-				}
-				x, y := start(tc.x, Nonce{1}), start(tc.y, Nonce{2})
-				reqX, reqY := x.rs.Request(), y.rs.Request()
-				var ansX, ansY Sync // answers sent by X and by Y
-				answer := func(e *endpoint, r Sync) Sync {
-					v := e.peer.Respond(r, e.cur, true)
-					if v.Action != Answer {
-						t.Fatalf("crossing request %+v: %v (%v)", r, v.Action, v.Reason)
-					}
-					e.cur = v.Install
-					return v.Reply
-				}
-				accept := func(e *endpoint, r Sync) {
-					out := e.rs.Accept(r, e.cur)
-					if out.Action != Done {
-						t.Fatalf("response %+v: %v (%v)", r, out.Action, out.Reason)
-					}
-					e.cur = out.Install
-				}
-				for _, ev := range order {
-					switch ev {
-					case 'a':
-						ansX = answer(x, reqY)
-					case 'b':
-						ansY = answer(y, reqX)
-					case 'c':
-						accept(x, ansY)
-					case 'd':
-						accept(y, ansX)
-					}
-				}
-				xs := max(tc.x.NextSend, tc.y.NextRecv) // X's sends = Y's receives
-				ys := max(tc.y.NextSend, tc.x.NextRecv)
-				if x.cur.NextSend != xs || y.cur.NextRecv != xs || y.cur.NextSend != ys || x.cur.NextRecv != ys {
-					t.Errorf("X %+v, Y %+v; want X sends %d, Y sends %d", x.cur, y.cur, xs, ys)
-				}
-			})
+	for _, order := range crossingOrders {
+		x0, y0 := window1(4, 4), window1(5, 5) // RFC 6311 App. A.4
+		x, y := crossing(t, x0, y0, order)
+		if x != window1(5, 5) || y != window1(5, 5) {
+			t.Errorf("RFC6311-A.4 order %s: X %+v, Y %+v, want both (5, 5)", order, x, y)
+		}
+		for i := range 256 {
+			v := func(shift int) uint32 { return uint32(i>>shift) & 3 }
+			x0, y0 := window1(v(0), v(2)), window1(v(4), v(6))
+			x, y := crossing(t, x0, y0, order)
+			checkCrossing(t, x0, y0, x, y)
 		}
 	}
 	// The figure itself: both responses are (5, 5).
@@ -133,6 +149,23 @@ func TestSimultaneousFailover(t *testing.T) {
 	if v := yp.Respond(Sync{Send: 4, Recv: 4}, window1(5, 5), true); v.Reply.Send != 5 || v.Reply.Recv != 5 {
 		t.Errorf("RFC6311-A.4: peer answers %+v, want (5, 5)", v.Reply)
 	}
+}
+
+// FuzzSimultaneousFailover extends TestSimultaneousFailover to arbitrary
+// starting counters, windows above 1 included.
+func FuzzSimultaneousFailover(f *testing.F) {
+	f.Add(uint32(4), uint32(4), uint32(4), uint32(5), uint32(5), uint32(5), uint8(0)) // RFC 6311 App. A.4
+	f.Add(uint32(7), uint32(2), uint32(6), uint32(3), uint32(9), uint32(9), uint8(3))
+	f.Add(uint32(0xffffffff), uint32(0), uint32(0xffffffff), uint32(0), uint32(0xfffffff0), uint32(0xfffffff0), uint8(5))
+	f.Fuzz(func(t *testing.T, xs, xr, xe, ys, yr, ye uint32, order uint8) {
+		x0 := Counters{NextSend: xs, NextRecv: xr, RecvEnd: xe}
+		y0 := Counters{NextSend: ys, NextRecv: yr, RecvEnd: ye}
+		x, y := crossing(t, x0, y0, crossingOrders[int(order)%len(crossingOrders)])
+		// With out-of-order receipt, RecvEnd is what the other side must
+		// send above.
+		x0.NextRecv, y0.NextRecv = x0.recvFloor(), y0.recvFloor()
+		checkCrossing(t, x0, y0, x, y)
+	})
 }
 
 func TestResyncRequestValues(t *testing.T) {

@@ -3,7 +3,9 @@ package msgsync
 // PeerState is what the peer role remembers per IKE SA between sync requests.
 // The zero value is an IKE SA that has never accepted one. Its fields are
 // exported only so that the IKE SA record can be serialized and replicated;
-// nothing but Respond should change them.
+// nothing but Respond should change them. A rekeyed IKE SA starts from the
+// zero value: its Message IDs restart at 0 (RFC 7296 §2.18) and sync messages
+// of the old SA cannot be replayed under the new keys.
 type PeerState struct {
 	// Seen reports whether a sync request was ever accepted.
 	Seen bool

@@ -3,6 +3,7 @@ package msgsync
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 var testNonce = Nonce{0xde, 0xad, 0xbe, 0xef}
@@ -317,5 +318,24 @@ func TestRequests(t *testing.T) {
 	}
 	if !(Requests{Below: 1, Bits: 0b10}).Empty() {
 		t.Error("a set naming only negative MIDs is not empty")
+	}
+}
+
+// TestNoAllocations keeps the rules allocation-free: they run for every IKE
+// SA of a failed node at once.
+func TestNoAllocations(t *testing.T) {
+	cur := Counters{NextSend: 8, InFlight: Requests{Below: 8, Bits: 1 << 4}, NextRecv: 3, RecvEnd: 8}
+	allocs := testing.AllocsPerRun(100, func() {
+		var st PeerState
+		v := st.Respond(req(5, 5), cur, true)
+		st.Respond(req(5, 5), v.Install, true)
+		rs, _ := NewResync(ResyncConfig{Window: 5}, cur, testNonce, t0)
+		rs.Expire(t0.Add(time.Hour))
+		rs.Accept(Sync{Nonce: testNonce, Send: 9, Recv: 20}, rs.Hold(cur))
+		AdvanceSeq(1, true, 1<<30)
+		EstimateJump(JumpInput{Rate: 10, Since: time.Second, Window: 64})
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per run", allocs)
 	}
 }
