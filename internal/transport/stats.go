@@ -1,0 +1,89 @@
+package transport
+
+import "sync/atomic"
+
+// Stats is a snapshot of one socket's counters, for a metrics layer to
+// export. All counters only grow.
+type Stats struct {
+	RxDatagrams uint64 // datagrams read from the socket, whatever became of them
+	RxBytes     uint64 // UDP payload octets of those datagrams
+	RxBatches   uint64 // receive system calls that returned at least one datagram
+	RxIKE       uint64 // IKE messages delivered
+	RxESP       uint64 // ESP-in-UDP packets delivered
+	Keepalives  uint64 // NAT keepalives received and dropped
+
+	DropRunt      uint64 // too short for what their first octets announce
+	DropTruncated uint64 // larger than BufferSize
+	DropNotLocal  uint64 // sent to a local address outside SetLocalAddrs
+	RxErrors      uint64 // unexpected receive errors
+
+	TxDatagrams uint64 // datagrams handed to the kernel
+	TxBytes     uint64 // UDP payload octets of those, marker included
+	TxBatches   uint64 // send system calls that sent at least one datagram
+	TxErrors    uint64 // datagrams the kernel refused or that were invalid
+
+	// RxBatchFallbacks and TxBatchFallbacks count switches from
+	// recvmmsg/sendmmsg to one datagram per system call because the batch
+	// call was unavailable (old kernel, seccomp filter).
+	RxBatchFallbacks uint64
+	TxBatchFallbacks uint64
+}
+
+type counter int
+
+const (
+	cRxDatagrams counter = iota
+	cRxBytes
+	cRxBatches
+	cRxIKE
+	cRxESP
+	cKeepalives
+	cDropRunt
+	cDropTruncated
+	cDropNotLocal
+	cRxErrors
+	cTxDatagrams
+	cTxBytes
+	cTxBatches
+	cTxErrors
+	cRxBatchFallbacks
+	cTxBatchFallbacks
+	numCounters
+)
+
+// counters are updated once per batch from a local tally, so that the
+// receive loop pays one atomic add per counter per system call, not per
+// datagram.
+type counters [numCounters]atomic.Uint64
+
+type tally [numCounters]uint64
+
+func (c *counters) add(t *tally) {
+	for i, v := range t {
+		if v != 0 {
+			c[i].Add(v)
+			t[i] = 0
+		}
+	}
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		RxDatagrams:      c[cRxDatagrams].Load(),
+		RxBytes:          c[cRxBytes].Load(),
+		RxBatches:        c[cRxBatches].Load(),
+		RxIKE:            c[cRxIKE].Load(),
+		RxESP:            c[cRxESP].Load(),
+		Keepalives:       c[cKeepalives].Load(),
+		DropRunt:         c[cDropRunt].Load(),
+		DropTruncated:    c[cDropTruncated].Load(),
+		DropNotLocal:     c[cDropNotLocal].Load(),
+		RxErrors:         c[cRxErrors].Load(),
+		TxDatagrams:      c[cTxDatagrams].Load(),
+		TxBytes:          c[cTxBytes].Load(),
+		TxBatches:        c[cTxBatches].Load(),
+		TxErrors:         c[cTxErrors].Load(),
+		RxBatchFallbacks: c[cRxBatchFallbacks].Load(),
+		TxBatchFallbacks: c[cTxBatchFallbacks].Load(),
+	}
+}

@@ -1,0 +1,221 @@
+package transport
+
+import (
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Constant payloads sent by reference: the kernel only reads them.
+var (
+	nonESPMarker   = [NonESPMarkerLen]byte{}
+	keepaliveBytes = [1]byte{keepaliveOctet}
+)
+
+// txState is one sender's scratch, pooled per socket so that concurrent
+// senders neither share nor allocate it.
+type txState struct {
+	s     *Socket
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec // two per message: marker and message
+	names []sockaddr
+	oob   []byte
+
+	// Arguments and results of writeFn, which runs inside RawConn.Write.
+	off, end int
+	single   bool // send msgs[off] alone even if batching is possible
+	batched  bool // the last call was sendmmsg
+	sent     int
+	errno    syscall.Errno
+	writeFn  func(fd uintptr) bool
+}
+
+func newTxState(s *Socket) *txState {
+	tx := &txState{
+		s:     s,
+		msgs:  make([]unix.Mmsghdr, s.batch),
+		iovs:  make([]unix.Iovec, 2*s.batch),
+		names: make([]sockaddr, s.batch),
+		oob:   make([]byte, s.batch*oobSize),
+	}
+	for i := range tx.msgs {
+		h := &tx.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&tx.names[i]))
+		h.Iov = &tx.iovs[2*i]
+	}
+	tx.writeFn = tx.write
+	return tx
+}
+
+// write sends msgs[off:end] with one system call.
+func (tx *txState) write(fd uintptr) bool {
+	for {
+		var n int
+		var e syscall.Errno
+		tx.batched = tx.end-tx.off > 1 && !tx.single && !tx.s.noSendBatch.Load()
+		if tx.batched {
+			n, e = sysSendmmsg(fd, tx.msgs[tx.off:tx.end])
+		} else {
+			e = sendmsg(fd, &tx.msgs[tx.off])
+			n = 1
+		}
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		case 0:
+			tx.sent, tx.errno = n, 0
+		default:
+			tx.sent, tx.errno = 0, e
+		}
+		return true
+	}
+}
+
+// prepare fills slot i for d and returns the payload length.
+func (tx *txState) prepare(i int, d *Datagram) (int, error) {
+	s := tx.s
+	if !d.Remote.IsValid() {
+		return 0, ErrAddressFamily
+	}
+	remote := d.Remote.Addr()
+	if s.v6 {
+		if !remote.Is6() || remote.Is4In6() {
+			return 0, ErrAddressFamily
+		}
+	} else {
+		remote = remote.Unmap()
+		if !remote.Is4() {
+			return 0, ErrAddressFamily
+		}
+	}
+	iov := tx.iovs[2*i : 2*i+2]
+	nio := 0
+	data := d.Data
+	switch d.Kind {
+	case KindIKE:
+		if s.encap {
+			iov[0].Base = &nonESPMarker[0]
+			iov[0].SetLen(NonESPMarkerLen)
+			nio++
+		}
+	case KindESP:
+		if !s.encap {
+			return 0, ErrNotEncap
+		}
+	case KindKeepalive:
+		if !s.encap {
+			return 0, ErrNotEncap
+		}
+		data = keepaliveBytes[:]
+	default:
+		return 0, ErrKind
+	}
+	size := len(data)
+	if size > 0 {
+		iov[nio].Base = &data[0]
+		iov[nio].SetLen(size)
+		nio++
+	}
+	if nio == 2 {
+		size += NonESPMarkerLen
+	}
+	h := &tx.msgs[i].Hdr
+	h.SetIovlen(nio)
+	h.Namelen = putSockaddr(&tx.names[i], netip.AddrPortFrom(remote, d.Remote.Port()), s.v6)
+	h.Control = nil
+	h.SetControllen(0)
+	if src := d.Local.Unmap(); src.IsValid() && !src.IsUnspecified() {
+		if src.Is4() == s.v6 || src.Is4In6() {
+			return 0, ErrAddressFamily
+		}
+		oob := tx.oob[i*oobSize : (i+1)*oobSize]
+		h.Control = &oob[0]
+		h.SetControllen(putPktinfo(oob, src, s.v6))
+	}
+	return size, nil
+}
+
+// Send sends ds, batched into as few system calls as the socket's batch size
+// allows. A datagram that is invalid or refused by the kernel is skipped and
+// counted; the first such error is returned with the number sent.
+func (s *Socket) Send(ds []Datagram) (int, error) {
+	tx := s.txs.Get().(*txState)
+	defer s.txs.Put(tx)
+	tx.single = false
+	var t tally
+	var firstErr error
+	fail := func(err error) {
+		t[cTxErrors]++
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	total := 0
+	for len(ds) > 0 {
+		// Fill up to a batch of slots with the valid datagrams.
+		n := 0
+		var sizes [maxBatchSize]int32
+		for len(ds) > 0 && n < len(tx.msgs) {
+			size, err := tx.prepare(n, &ds[0])
+			ds = ds[1:]
+			if err != nil {
+				fail(err)
+				continue
+			}
+			sizes[n] = int32(size)
+			n++
+		}
+		tx.off, tx.end = 0, n
+		for tx.off < tx.end {
+			if err := s.rc.Write(tx.writeFn); err != nil {
+				fail(err)
+				tx.clear(n)
+				s.stats.add(&t)
+				return total, firstErr
+			}
+			switch {
+			case tx.errno == 0:
+				if tx.single {
+					// sendmmsg failed where sendmsg works: it is
+					// filtered or missing, so stay with sendmsg.
+					tx.single = false
+					s.noSendBatch.Store(true)
+					t[cTxBatchFallbacks]++
+				}
+				t[cTxBatches]++
+				for _, sz := range sizes[tx.off : tx.off+tx.sent] {
+					t[cTxDatagrams]++
+					t[cTxBytes] += uint64(sz)
+				}
+				total += tx.sent
+				tx.off += tx.sent
+			case tx.batched && batchUnavailable(tx.errno):
+				// Retry the first datagram alone. EPERM is also what a
+				// netfilter rule returns, so only a sendmsg that works
+				// proves the batch call itself is the problem.
+				tx.single = true
+			default:
+				// The kernel refused the first datagram (no route, a
+				// source address that is no longer local, ...): skip it.
+				tx.single = false
+				fail(tx.errno)
+				tx.off++
+			}
+		}
+		tx.clear(n)
+	}
+	s.stats.add(&t)
+	return total, firstErr
+}
+
+// clear drops the references to callers' data so that a pooled txState
+// does not keep their buffers alive.
+func (tx *txState) clear(n int) {
+	for i := range 2 * n {
+		tx.iovs[i].Base = nil
+	}
+}
