@@ -95,6 +95,15 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 	if c.Remote.Auth == AuthPubkey && c.Remote.CAFile == "" && remoteN != nil {
 		d.errorf(remoteN, join(path, "remote"), "missing required key \"ca\": auth pubkey needs the CA that signs the peer's certificate")
 	}
+	// Initiating needs somewhere to send IKE_SA_INIT to.
+	if len(c.Remote.Addrs) != 1 || !c.Remote.Addrs[0].IsSingleIP() {
+		for i, ch := range c.Children {
+			if ch.StartAction != StartNone && i < len(childNodes) {
+				d.errorf(childNodes[i].start, join(index(join(path, "children"), i), "start_action"),
+					"%s needs one remote address to initiate to (remote.addrs is %s)", ch.StartAction, remoteAddrsString(c.Remote.Addrs))
+			}
+		}
+	}
 	if c.Remote.Auth == AuthPSK && c.Remote.CAFile != "" {
 		d.errorf(remoteN, join(path, "remote.ca"), "applies only to auth: pubkey")
 	}
@@ -125,6 +134,7 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 
 type childPos struct {
 	name    *yaml.Node
+	start   *yaml.Node
 	localTS []*yaml.Node
 }
 
@@ -379,6 +389,7 @@ func (d *decoder) child(n *yaml.Node, path string) (*Child, childPos) {
 		}},
 		{"mode", false, func(n *yaml.Node, p string) { d.enum(n, p, []string{ModeTunnel}, &ch.Mode) }},
 		{"start_action", false, func(n *yaml.Node, p string) {
+			pos.start = n
 			d.enum(n, p, []string{StartNone, StartTrap, StartStart}, &ch.StartAction)
 		}},
 		{"rekey_time", false, func(n *yaml.Node, p string) { rekeyT = n; d.duration(n, p, &rt) }},
@@ -584,4 +595,18 @@ func (d *decoder) rfc6311(n *yaml.Node, path string, r *RFC6311) {
 			}
 		}},
 	})
+}
+
+func remoteAddrsString(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "any"
+	}
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.String())
+	}
+	return b.String()
 }
