@@ -57,9 +57,10 @@
 // bytes is indistinguishable from a replay, so hike keeps a one-entry cache: a
 // byte-identical repeat of the last accepted request gets the same answer with
 // no state change, but only until the cluster proves it received that answer
-// by sending an ordinary request. strongSwan answers such a repeat again
-// because its M2 equals M1; hike's cache gives the same behaviour without
-// weakening the M1 rule.
+// by sending an ordinary request. strongSwan processes such a copy again,
+// because after its own answer the Message ID it expects equals M1 and only a
+// lower M1 is dropped; hike's cache answers the retransmission the same way
+// without weakening the M1 rule and without touching state a second time.
 //
 // # Message ordering the caller must respect
 //

@@ -33,9 +33,9 @@ type Sync struct {
 }
 
 // Counters is the part of an IKE SA's Message ID state the sync rules read and
-// write. RFC 7296 §2.3 windows above 1 are covered by the two bitmaps; with
-// the default window of 1, InFlight has at most bit 0 set and RecvEnd equals
-// NextRecv.
+// write. RFC 7296 §2.3 windows above 1 are covered by InFlight and RecvEnd;
+// with the default window of 1, InFlight holds at most NextSend-1 and RecvEnd
+// equals NextRecv.
 type Counters struct {
 	// NextSend is the Message ID our next new request will carry: one more
 	// than the highest Message ID we have used for a request.
@@ -129,7 +129,7 @@ const (
 	Answer
 	// Repeat: send the same reply as last time; change nothing.
 	Repeat
-	// Wait: nothing is due before the returned time.
+	// Wait: nothing is due yet; Resync.Next tells when something will be.
 	Wait
 	// Resend: retransmit the identical request bytes.
 	Resend
