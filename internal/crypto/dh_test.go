@@ -144,3 +144,45 @@ func TestECPNotOnCurve(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSharedSecret feeds arbitrary Key Exchange Data to every group (chosen
+// by index into allGroups): it must never panic, and it must either fail
+// with one of the two KE errors or give a secret no longer than the group's
+// public value.
+func FuzzSharedSecret(f *testing.F) {
+	groups := make([]Group, len(allGroups))
+	pairs := make([]KeyPair, len(allGroups))
+	for i, id := range allGroups {
+		g := mustGroup(f, id)
+		k, err := g.Generate(rand.Reader)
+		if err != nil {
+			f.Fatal(err)
+		}
+		groups[i], pairs[i] = g, k
+		peer, err := g.Generate(rand.Reader)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint8(i), peer.Public())
+		f.Add(uint8(i), make([]byte, g.PublicLen()))
+		f.Add(uint8(i), bytes.Repeat([]byte{0xff}, g.PublicLen()))
+		f.Add(uint8(i), []byte{4})
+	}
+	f.Fuzz(func(t *testing.T, i uint8, peer []byte) {
+		n := int(i) % len(groups)
+		g := groups[n]
+		z, err := pairs[n].SharedSecret(peer)
+		switch {
+		case err == nil:
+			if len(peer) != g.PublicLen() || len(z) == 0 || len(z) > g.PublicLen() {
+				t.Fatalf("group %d: %d-octet peer value gave a %d-octet secret", g.ID(), len(peer), len(z))
+			}
+		case errors.Is(err, ErrKELength):
+			if len(peer) == g.PublicLen() {
+				t.Fatalf("group %d: right length reported as wrong", g.ID())
+			}
+		case !errors.Is(err, ErrKEValue):
+			t.Fatalf("group %d: unexpected error %v", g.ID(), err)
+		}
+	})
+}
