@@ -532,3 +532,41 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		t.Fatalf("hot-path build allocated %v times", allocs)
 	}
 }
+
+// Layouts assembled by hand from the RFC figures.
+func TestHandAssembledLayouts(t *testing.T) {
+	// RFC 7296 §3.13: one TS_IPV4_ADDR_RANGE selector, TCP, all ports,
+	// 10.0.0.0 - 10.0.0.255.
+	ts, err := ParseTS(nil, PayloadTSi, hexBytes(t, "01 000000  07 06 0010 0000 ffff 0a000000 0a0000ff"))
+	want := []TrafficSelector{{Type: TS_IPV4_ADDR_RANGE, Protocol: 6, StartPort: 0, EndPort: 0xffff,
+		Start: netip.MustParseAddr("10.0.0.0"), End: netip.MustParseAddr("10.0.0.255")}}
+	if err != nil || !reflect.DeepEqual(ts, want) {
+		t.Errorf("TS: %+v %v", ts, err)
+	}
+
+	// RFC 7383 §2.5: the first of two fragments (Next Payload names the
+	// first inner payload, IDi), then opaque IV/ciphertext/ICV.
+	skf := hexBytes(t, "23 00 000c 0001 0002 aabbccdd")
+	ps, err := ParseChain(nil, PayloadSKF, skf)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("SKF chain: %v", err)
+	}
+	e, err := ParseEncrypted(ps[0])
+	if err != nil || e.Next != PayloadIDi || e.Number != 1 || e.Total != 2 || !bytes.Equal(e.Data, []byte{0xaa, 0xbb, 0xcc, 0xdd}) {
+		t.Errorf("SKF: %+v %v", e, err)
+	}
+
+	// RFC 7296 §3.11: delete two ESP SAs.
+	d, err := ParseDelete(hexBytes(t, "03 04 0002 c1000001 c1000002"))
+	if err != nil || d.Count != 2 || d.SPI(0) != 0xc1000001 || d.SPI(1) != 0xc1000002 {
+		t.Errorf("Delete: %+v %v", d, err)
+	}
+
+	// RFC 7296 §3.15: CFG_REQUEST for INTERNAL_IP4_ADDRESS and
+	// INTERNAL_IP4_DNS, the reserved bit of the second type set (ignored).
+	cp, err := ParseCP(nil, hexBytes(t, "01 000000 0001 0000 8003 0000"))
+	if err != nil || cp.Type != CFG_REQUEST || len(cp.Attributes) != 2 ||
+		cp.Attributes[0].Type != INTERNAL_IP4_ADDRESS || cp.Attributes[1].Type != INTERNAL_IP4_DNS {
+		t.Errorf("CP: %+v %v", cp, err)
+	}
+}
