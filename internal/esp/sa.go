@@ -151,6 +151,7 @@ type SA struct {
 	sum    [64]byte
 	ivBuf  [16]byte
 	icvBuf [32]byte
+	seqHi  [4]byte
 }
 
 // NewSA validates cfg and builds the SA.
@@ -328,9 +329,10 @@ func (s *SA) mac(data []byte, seq uint64, icv []byte) {
 	m.Reset()
 	m.Write(data)
 	if s.esn {
-		var hi [4]byte
-		binary.BigEndian.PutUint32(hi[:], uint32(seq>>32))
-		m.Write(hi[:])
+		// A field, not a local: through the hash.Hash interface a local
+		// array would escape and cost an allocation per packet.
+		binary.BigEndian.PutUint32(s.seqHi[:], uint32(seq>>32))
+		m.Write(s.seqHi[:])
 	}
 	copy(icv, m.Sum(s.sum[:0])[:s.icv])
 }
