@@ -64,3 +64,13 @@ func (w *Builder) AddNotify(n Notify) {
 func (w *Builder) StartNotify(p ProtocolID, spi []byte, t NotifyType) []byte {
 	return appendNotifyHeader(w.Start(PayloadNotify, false), p, spi, t)
 }
+
+// AddError appends the notify a parse error owes the sender (see Error),
+// without the allocation of NotifyData.
+func (w *Builder) AddError(e *Error) {
+	b := w.StartNotify(ProtoNone, nil, e.Notify)
+	if e.Notify == UNSUPPORTED_CRITICAL_PAYLOAD {
+		b = append(b, byte(e.Payload))
+	}
+	w.End(b)
+}

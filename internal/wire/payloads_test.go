@@ -570,3 +570,19 @@ func TestHandAssembledLayouts(t *testing.T) {
 		t.Errorf("CP: %+v %v", cp, err)
 	}
 }
+
+func TestAddError(t *testing.T) {
+	_, err := ParseChain(nil, PayloadType(200), []byte{0, 0x80, 0, 4})
+	we, ok := err.(*Error)
+	if !ok {
+		t.Fatalf("got %v", err)
+	}
+	var w Builder
+	w.ResetChain(nil)
+	w.AddError(we)
+	w.AddError(&Error{Notify: INVALID_SYNTAX, Payload: PayloadSA})
+	want := hexBytes(t, "29 00 0009 00 00 0001 c8  00 00 0008 00 00 0007")
+	if got := w.Finish(); !bytes.Equal(got, want) {
+		t.Fatalf("got %x\nwant %x", got, want)
+	}
+}
