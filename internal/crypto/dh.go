@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"crypto/ecdh"
+	cryptorand "crypto/rand"
 	"errors"
 	"io"
 	"math/big"
@@ -35,7 +36,10 @@ type Group interface {
 	ID() uint16
 	// PublicLen is the length of the Key Exchange Data in a KE payload.
 	PublicLen() int
-	// Generate creates an ephemeral key pair.
+	// Generate creates an ephemeral key pair. Like crypto/ecdh since Go
+	// 1.26, the ECP and Curve25519 groups ignore rand and always use a
+	// secure source; MODP reads its exponent from rand, or from
+	// crypto/rand when rand is nil.
 	Generate(rand io.Reader) (KeyPair, error)
 }
 
@@ -110,6 +114,9 @@ func (g *modpGroup) ID() uint16     { return g.id }
 func (g *modpGroup) PublicLen() int { return g.len }
 
 func (g *modpGroup) Generate(rand io.Reader) (KeyPair, error) {
+	if rand == nil {
+		rand = cryptorand.Reader
+	}
 	buf := make([]byte, (g.expBits+7)/8)
 	defer clear(buf)
 	x := new(big.Int)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"io"
 	"math/big"
 	"testing"
 
@@ -74,6 +75,48 @@ func TestGroupAgreement(t *testing.T) {
 		if bytes.Equal(a.Public(), b.Public()) {
 			t.Fatalf("group %d: two key pairs with one public value", id)
 		}
+	}
+}
+
+func TestGenerateNilRand(t *testing.T) {
+	for _, id := range allGroups {
+		k, err := mustGroup(t, id).Generate(nil)
+		if err != nil {
+			t.Fatalf("group %d: %v", id, err)
+		}
+		if len(k.Public()) != mustGroup(t, id).PublicLen() {
+			t.Fatalf("group %d: public value of %d octets", id, len(k.Public()))
+		}
+	}
+}
+
+// TestMODPExponentFromRand checks that the MODP exponent comes from rand:
+// the same bytes give the same public value, a failing reader an error, and
+// a reader of zeros (an exponent below 2) is read again.
+func TestMODPExponentFromRand(t *testing.T) {
+	g := mustGroup(t, wire.DH_MODP_2048)
+	seed := bytes.Repeat([]byte{0x5a}, 64)
+	a, err := g.Generate(bytes.NewReader(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Generate(bytes.NewReader(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Public(), b.Public()) {
+		t.Error("same exponent bytes, different public values")
+	}
+	if _, err := g.Generate(bytes.NewReader(seed[:10])); err == nil {
+		t.Error("short reader accepted")
+	}
+	zerosThenSeed := io.MultiReader(bytes.NewReader(make([]byte, 40)), bytes.NewReader(seed))
+	c, err := g.Generate(zerosThenSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(c.Public(), a.Public()) {
+		t.Error("an all-zero exponent was not replaced by the next read")
 	}
 }
 
