@@ -18,7 +18,8 @@ var errNegativeKeyLen = errors.New("crypto: negative key length")
 var errAEADInteg = errors.New("crypto: integrity transform must be absent with an AEAD and present without one")
 
 // Plus fills dst with prf+(key, seed[0] | seed[1] | ...) of RFC 7296 §2.13:
-// T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n).
+// T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n). dst must not overlap
+// seed.
 func (p *PRF) Plus(dst, key []byte, seed ...[]byte) error {
 	if len(dst) > 255*p.Size {
 		return ErrKeyMaterialTooLong
@@ -42,13 +43,12 @@ func (p *PRF) Plus(dst, key []byte, seed ...[]byte) error {
 	return nil
 }
 
-// skeyseed returns prf(Ni | Nr, g^ir) (RFC 7296 §2.14).
+// skeyseed returns prf(Ni | Nr, g^ir) (RFC 7296 §2.14). All of hike's PRFs
+// are HMACs, so the 64-bit nonce truncation §2.14 asks of AES-XCBC and
+// AES-CMAC PRFs does not arise.
 func skeyseed(p *PRF, ni, nr, gir []byte) []byte {
-	// HMAC copies (or hashes) its key, so the concatenation can be wiped
-	// at once; the nonces are public but the habit is cheap.
 	key := make([]byte, 0, len(ni)+len(nr))
 	key = append(append(key, ni...), nr...)
-	defer clear(key)
 	return p.Sum(nil, key, gir)
 }
 

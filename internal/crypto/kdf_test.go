@@ -451,3 +451,25 @@ func TestKeysRedactedAndZeroed(t *testing.T) {
 		t.Error("Zero left references to the key material")
 	}
 }
+
+// TestKeySlicesCapped checks that appending to one key cannot overwrite the
+// next: they share one buffer.
+func TestKeySlicesCapped(t *testing.T) {
+	prf := mustPRF(t, wire.PRF_HMAC_SHA2_256)
+	cbc, _ := LookupEncr(wire.ENCR_AES_CBC, 128)
+	integ, _ := LookupInteg(wire.AUTH_HMAC_SHA1_96)
+	keys, err := NewIKEKeys(prf, cbc, integ, []byte("g"), []byte("ni"), []byte("nr"), 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ai := bytes.Clone(keys.Ai)
+	_ = append(keys.D, 0xee)
+	if !bytes.Equal(keys.Ai, ai) {
+		t.Fatal("append to SK_d overwrote SK_ai")
+	}
+	for i, k := range [][]byte{keys.D, keys.Ai, keys.Ar, keys.Ei, keys.Er, keys.Pi, keys.Pr} {
+		if cap(k) != len(k) {
+			t.Errorf("key %d: cap %d, len %d", i, cap(k), len(k))
+		}
+	}
+}
