@@ -2,12 +2,15 @@ package transport
 
 import "sync"
 
-// BufferSize is the size of every receive buffer. It holds the largest UDP
-// payload IPv6 can carry without jumbograms (65,535 − 8): IKE_AUTH messages
-// with certificate chains may legitimately arrive IP-fragmented and large,
-// and a datagram that does not fit is dropped (DropTruncated) rather than
-// delivered cut short.
-const BufferSize = 65535 - 8
+// BufferSize is the size of every receive buffer, and so the largest datagram
+// accepted; a larger one is dropped (DropTruncated) rather than delivered cut
+// short. It holds an ESP packet from a 9000-octet jumbo-frame path and an
+// unfragmented IKE message with a certificate chain: strongSwan refuses IKE
+// messages above 10,000 octets by default (charon.max_packet), and peers with
+// bigger messages use IKE fragmentation (RFC 7383). Buffers of the full
+// 64 KiB would pin four times the memory per receive slot and per packet a
+// handler retains.
+const BufferSize = 16384
 
 // Buffer is a pooled receive buffer. A handler that keeps a Packet past its
 // callback owns the Buffer returned by Packet.Retain and must Release it

@@ -147,7 +147,7 @@ func (rx *rxState) readBatch(h Handler) error {
 		m := &rx.msgs[i]
 		t[cRxDatagrams]++
 		t[cRxBytes] += uint64(m.Len)
-		if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		if m.Hdr.Flags&unix.MSG_TRUNC != 0 || m.Len > BufferSize {
 			t[cDropTruncated]++
 			continue
 		}

@@ -235,6 +235,28 @@ func TestReceiveIKEPort(t *testing.T) {
 	}
 }
 
+func TestTruncated(t *testing.T) {
+	for _, batch := range []int{1, 0} {
+		s := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0), Encap: true, BatchSize: batch})
+		r := newRecorder()
+		serve(t, s, r)
+		c := client(t, lo4)
+		big := withMarker(make([]byte, BufferSize)) // one marker's length too long
+		big[4] = 1
+		fits := withMarker(make([]byte, BufferSize-NonESPMarkerLen))
+		fits[4] = 2
+		sendTo(t, c, s.LocalAddr(), big)
+		sendTo(t, c, s.LocalAddr(), fits)
+		if p := r.next(t); len(p.data) != BufferSize-NonESPMarkerLen || p.data[0] != 2 {
+			t.Fatalf("batch %d: delivered %d octets starting %x", batch, len(p.data), p.data[:1])
+		}
+		st := waitStats(t, s, func(st Stats) bool { return st.RxDatagrams == 2 })
+		if st.DropTruncated != 1 || st.RxIKE != 1 || st.RxBytes != 2*BufferSize+NonESPMarkerLen {
+			t.Fatalf("batch %d: counters %+v", batch, st)
+		}
+	}
+}
+
 func TestSendMarker(t *testing.T) {
 	esp := []byte{0, 0, 1, 0, 0, 0, 0, 9, 0xEE}
 	for _, encap := range []bool{false, true} {

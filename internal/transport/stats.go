@@ -13,7 +13,7 @@ type Stats struct {
 	Keepalives  uint64 // NAT keepalives received and dropped
 
 	DropRunt      uint64 // too short for what their first octets announce
-	DropTruncated uint64 // larger than BufferSize
+	DropTruncated uint64 // larger than BufferSize (RxBytes counts their full length)
 	DropNotLocal  uint64 // sent to a local address outside SetLocalAddrs
 	RxErrors      uint64 // unexpected receive errors
 

@@ -16,8 +16,11 @@ var (
 	sysSendmmsg = sendmmsg
 )
 
+// MSG_TRUNC makes the receive calls report a truncated datagram's full
+// length, so that the byte counters are right even for dropped ones.
+
 func recvmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_TRUNC, 0, 0)
 	return int(n), e
 }
 
@@ -28,7 +31,7 @@ func sendmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
 
 // recvmsg and sendmsg fill in Len like their batch counterparts do.
 func recvmsg(fd uintptr, m *unix.Mmsghdr) syscall.Errno {
-	n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&m.Hdr)), 0)
+	n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&m.Hdr)), unix.MSG_TRUNC)
 	if e == 0 {
 		m.Len = uint32(n)
 	}

@@ -12,7 +12,7 @@ const (
 )
 
 // DefaultBatchSize is how many datagrams one recvmmsg or sendmmsg moves when
-// ListenConfig.BatchSize is zero. With BufferSize buffers it pins 4 MiB per
+// ListenConfig.BatchSize is zero. With BufferSize buffers it pins 1 MiB per
 // socket while Serve runs.
 const DefaultBatchSize = 64
 

@@ -22,6 +22,7 @@ type txState struct {
 	iovs  []unix.Iovec // two per message: marker and message
 	names []sockaddr
 	oob   []byte
+	sizes []int // payload length per slot, for the counters
 
 	// Arguments and results of writeFn, which runs inside RawConn.Write.
 	off, end int
@@ -39,6 +40,7 @@ func newTxState(s *Socket) *txState {
 		iovs:  make([]unix.Iovec, 2*s.batch),
 		names: make([]sockaddr, s.batch),
 		oob:   make([]byte, s.batch*oobSize),
+		sizes: make([]int, s.batch),
 	}
 	for i := range tx.msgs {
 		h := &tx.msgs[i].Hdr
@@ -129,7 +131,7 @@ func (tx *txState) prepare(i int, d *Datagram) (int, error) {
 	h.Control = nil
 	h.SetControllen(0)
 	if src := d.Local.Unmap(); src.IsValid() && !src.IsUnspecified() {
-		if src.Is4() == s.v6 || src.Is4In6() {
+		if src.Is4() == s.v6 {
 			return 0, ErrAddressFamily
 		}
 		oob := tx.oob[i*oobSize : (i+1)*oobSize]
@@ -158,7 +160,6 @@ func (s *Socket) Send(ds []Datagram) (int, error) {
 	for len(ds) > 0 {
 		// Fill up to a batch of slots with the valid datagrams.
 		n := 0
-		var sizes [maxBatchSize]int32
 		for len(ds) > 0 && n < len(tx.msgs) {
 			size, err := tx.prepare(n, &ds[0])
 			ds = ds[1:]
@@ -166,7 +167,7 @@ func (s *Socket) Send(ds []Datagram) (int, error) {
 				fail(err)
 				continue
 			}
-			sizes[n] = int32(size)
+			tx.sizes[n] = size
 			n++
 		}
 		tx.off, tx.end = 0, n
@@ -187,7 +188,7 @@ func (s *Socket) Send(ds []Datagram) (int, error) {
 					t[cTxBatchFallbacks]++
 				}
 				t[cTxBatches]++
-				for _, sz := range sizes[tx.off : tx.off+tx.sent] {
+				for _, sz := range tx.sizes[tx.off : tx.off+tx.sent] {
 					t[cTxDatagrams]++
 					t[cTxBytes] += uint64(sz)
 				}
