@@ -1,0 +1,165 @@
+package ike
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"net/netip"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+// Conn is the policy for one kind of IKE SA: who may connect from where, how
+// they authenticate, what they may negotiate. The daemon builds Conns from
+// the configuration; the engine only reads them.
+type Conn struct {
+	Name string
+
+	// LocalAddrs and RemoteAddrs restrict the outer addresses; empty means
+	// any. Remote is also where an initiated SA goes (its first address).
+	LocalAddrs  []netip.Prefix
+	RemoteAddrs []netip.Prefix
+	RemotePort  uint16 // for initiation; 0 means 500
+
+	LocalID    wire.ID
+	RemoteID   IDPattern
+	LocalAuth  Auth
+	RemoteAuth Auth
+
+	IKEProposals []wire.Proposal
+	Children     []*ChildConfig
+
+	// Pool hands out virtual IPs to remote-access clients (CP, RFC 7296
+	// §2.19). Nil when the connection assigns none.
+	Pool *Pool
+	// RequestVIP makes us, as initiator, ask for a virtual IP.
+	RequestVIP bool
+
+	DPDDelay      time.Duration // 0 disables DPD
+	RekeyTime     time.Duration // IKE SA rekey; 0 disables
+	Lifetime      time.Duration // hard limit for the IKE SA; 0 means none
+	Fragmentation bool
+	FragmentSize  int // maximum datagram, RFC 7383; 0 means 1280
+
+	MIDSync    bool // advertise IKEV2_MESSAGE_ID_SYNC_SUPPORTED
+	ReplaySync bool // advertise IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED
+}
+
+// AuthMethod is how one end proves its identity.
+type AuthMethod uint8
+
+const (
+	AuthPSK AuthMethod = iota + 1
+	AuthPubKey
+)
+
+// Auth is one end's authentication: the PSK, or for public keys our
+// certificate and signer (local) or the trust anchors (remote).
+type Auth struct {
+	Method AuthMethod
+	PSK    []byte
+	Cert   *x509.Certificate
+	Chain  []*x509.Certificate
+	Key    crypto.Signer
+	CAs    *x509.CertPool
+	// CACerts are the trust anchors in CAs, named in CERTREQ payloads.
+	CACerts []*x509.Certificate
+}
+
+// IDPattern matches a peer's identity. The zero value matches anything;
+// Data may contain '*' wildcards (path.Match rules) for FQDN and RFC 822
+// identities.
+type IDPattern struct {
+	Type wire.IDType // 0 matches any type
+	Data []byte
+}
+
+// Match reports whether id satisfies p.
+func (p IDPattern) Match(id wire.ID) bool {
+	if p.Type == 0 && len(p.Data) == 0 {
+		return true
+	}
+	if p.Type != 0 && p.Type != id.Type {
+		return false
+	}
+	if bytes.IndexByte(p.Data, '*') >= 0 && (id.Type == wire.ID_FQDN || id.Type == wire.ID_RFC822_ADDR) {
+		ok, _ := path.Match(strings.ToLower(string(p.Data)), strings.ToLower(string(id.Data)))
+		return ok
+	}
+	if id.Type == wire.ID_FQDN || id.Type == wire.ID_RFC822_ADDR {
+		return strings.EqualFold(string(p.Data), string(id.Data))
+	}
+	return bytes.Equal(p.Data, id.Data)
+}
+
+// ChildConfig is the policy for one kind of Child SA.
+type ChildConfig struct {
+	Name string
+	// LocalTS and RemoteTS are what we protect. A nil RemoteTS with a
+	// Conn.Pool means "the peer's virtual IP" (strongSwan's "dynamic").
+	LocalTS       []TrafficSelector
+	RemoteTS      []TrafficSelector
+	LocalDynamic  bool // our outer address (or assigned VIP) is our TS
+	RemoteDynamic bool
+	ESPProposals  []wire.Proposal
+	RekeyTime     time.Duration
+	Lifetime      time.Duration
+	LifeBytes     uint64
+	LifePackets   uint64
+	ReplayWindow  uint32
+}
+
+// TrafficSelector is the wire form, used as is: the engine passes
+// selectors between the peer, the policy and the data plane unchanged.
+type TrafficSelector = wire.TrafficSelector
+
+// PrefixTS returns the selector covering p with any protocol and port.
+func PrefixTS(p netip.Prefix) TrafficSelector {
+	p = p.Masked()
+	return rangeTS(p.Addr(), lastAddr(p))
+}
+
+// HostTS returns the selector covering one address.
+func HostTS(a netip.Addr) TrafficSelector { return rangeTS(a, a) }
+
+func rangeTS(start, end netip.Addr) TrafficSelector {
+	t := wire.TS_IPV4_ADDR_RANGE
+	if start.Is6() {
+		t = wire.TS_IPV6_ADDR_RANGE
+	}
+	return TrafficSelector{Type: t, Start: start, End: end, EndPort: 0xffff}
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().AsSlice()
+	bits := p.Bits()
+	for i := range a {
+		for b := 0; b < 8; b++ {
+			if i*8+b >= bits {
+				a[i] |= 0x80 >> b
+			}
+		}
+	}
+	r, _ := netip.AddrFromSlice(a)
+	return r
+}
+
+func (c *Conn) matchAddrs(local, remote netip.Addr) bool {
+	return matchAny(c.LocalAddrs, local) && matchAny(c.RemoteAddrs, remote)
+}
+
+func matchAny(ps []netip.Prefix, a netip.Addr) bool {
+	if len(ps) == 0 {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,332 @@
+package ike
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/dataplane"
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+// Config is what an Engine needs from the daemon.
+type Config struct {
+	Conns []*Conn
+	// Send transmits one IKE datagram from local to remote. The transport
+	// adds the non-ESP marker when local is on port 4500.
+	Send func(local, remote netip.AddrPort, msg []byte) error
+	// Dataplane installs Child SAs. Nil runs IKE only (the load generator).
+	Dataplane dataplane.Backend
+	Logger    *slog.Logger
+
+	// Workers is the number of goroutines for established SAs (DPD,
+	// INFORMATIONAL, CREATE_CHILD_SA, timers); HandshakeWorkers run
+	// IKE_SA_INIT and IKE_AUTH, whose DH and signatures are the expensive
+	// part, so that a connection storm cannot starve DPD. 0 means GOMAXPROCS.
+	Workers          int
+	HandshakeWorkers int
+	// HandshakeQueue bounds the handshake backlog; past it new IKE_SA_INIT
+	// requests are dropped (and, past CookieThreshold half-open SAs,
+	// answered with a COOKIE first).
+	HandshakeQueue  int
+	CookieThreshold int
+
+	// Retransmission (RFC 7296 §2.1): the first timeout, growth factor and
+	// number of retransmissions before the peer is declared dead.
+	RetransmitTimeout time.Duration
+	RetransmitBase    float64
+	RetransmitTries   int
+	HalfOpenTimeout   time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.HandshakeWorkers <= 0 {
+		c.HandshakeWorkers = runtime.GOMAXPROCS(0)
+	}
+	if c.HandshakeQueue <= 0 {
+		c.HandshakeQueue = 4096
+	}
+	if c.CookieThreshold <= 0 {
+		c.CookieThreshold = 10000
+	}
+	if c.RetransmitTimeout <= 0 {
+		c.RetransmitTimeout = 2 * time.Second
+	}
+	if c.RetransmitBase < 1 {
+		c.RetransmitBase = 1.8
+	}
+	if c.RetransmitTries <= 0 {
+		c.RetransmitTries = 5
+	}
+	if c.HalfOpenTimeout <= 0 {
+		c.HalfOpenTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Engine runs IKE SAs. Datagrams enter through HandleIKE; each is processed
+// by a worker holding its SA's lock, so the exchanges of one SA are strictly
+// ordered while different SAs proceed in parallel. There is no goroutine per
+// SA: timers live in a timing wheel and fire into the same worker pools.
+type Engine struct {
+	cfg   Config
+	log   *slog.Logger
+	table *Table
+	wheel *wheel
+	fast  chan job
+	hs    chan job
+	wg    sync.WaitGroup
+	quit  chan struct{}
+	now   func() time.Time
+
+	cookies  cookieSecret
+	halfOpen atomic.Int64
+	reqIDs   atomic.Uint32
+	stats    Stats
+	logLimit rateLimiter
+	bufs     sync.Pool
+}
+
+// job is one unit of work for a worker: a datagram, or a timer firing.
+type job struct {
+	sa     *SA
+	buf    *[]byte
+	n      int
+	local  netip.AddrPort
+	remote netip.AddrPort
+	timer  bool
+}
+
+const maxDatagram = 65535
+
+// New creates an engine; Start runs it.
+func New(cfg Config) *Engine {
+	cfg.defaults()
+	e := &Engine{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		table: NewTable(),
+		fast:  make(chan job, 65536),
+		hs:    make(chan job, cfg.HandshakeQueue),
+		quit:  make(chan struct{}),
+		now:   time.Now,
+	}
+	e.bufs.New = func() any { b := make([]byte, maxDatagram); return &b }
+	e.cookies.rotate()
+	e.logLimit.init(20, time.Second)
+	e.wheel = newWheel(50*time.Millisecond, 8192, func(sa *SA) {
+		select {
+		case e.fast <- job{sa: sa, timer: true}:
+		case <-e.quit:
+		}
+	})
+	return e
+}
+
+// Start launches the workers and the timer wheel.
+func (e *Engine) Start() {
+	for i := 0; i < e.cfg.Workers; i++ {
+		e.wg.Add(1)
+		go e.worker(e.fast)
+	}
+	for i := 0; i < e.cfg.HandshakeWorkers; i++ {
+		e.wg.Add(1)
+		go e.worker(e.hs)
+	}
+	go e.wheel.run()
+}
+
+// Close stops the engine. SAs are not deleted: a daemon that restarts from
+// its records, or a cluster member taking over, continues them.
+func (e *Engine) Close() {
+	close(e.quit)
+	e.wheel.close()
+	e.wg.Wait()
+}
+
+func (e *Engine) worker(ch chan job) {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-e.quit:
+			return
+		case j := <-ch:
+			e.run(j)
+		}
+	}
+}
+
+func (e *Engine) run(j job) {
+	if j.timer {
+		sa := j.sa
+		sa.mu.Lock()
+		if sa.state != StateDead {
+			e.onTimer(sa)
+		}
+		sa.mu.Unlock()
+		return
+	}
+	defer e.bufs.Put(j.buf)
+	b := (*j.buf)[:j.n]
+	if j.sa == nil {
+		e.handleInitRequest(j.local, j.remote, b)
+		return
+	}
+	sa := j.sa
+	sa.mu.Lock()
+	if sa.state != StateDead {
+		e.handleMessage(sa, j.local, j.remote, b)
+	}
+	sa.mu.Unlock()
+}
+
+// HandleIKE takes one IKE datagram (without the non-ESP marker) received on
+// local from remote. It copies what it keeps, so the caller may reuse b.
+func (e *Engine) HandleIKE(local, remote netip.AddrPort, b []byte) {
+	h, err := wire.ParseHeader(b)
+	if err != nil {
+		e.stats.Malformed.Add(1)
+		e.limitedDebug("dropping malformed IKE datagram", "remote", remote, "err", err)
+		return
+	}
+	b = b[:h.Length]
+	queue := e.fast
+	var sa *SA
+	switch {
+	case h.Exchange == wire.IKE_SA_INIT && !h.IsResponse():
+		if h.SPIr != 0 {
+			e.stats.Malformed.Add(1)
+			return
+		}
+		queue = e.hs
+	default:
+		// The I flag says the sender is the original initiator, so the
+		// other SPI is ours.
+		spi := h.SPIi
+		if h.IsInitiator() {
+			spi = h.SPIr
+		}
+		if sa = e.table.Lookup(spi); sa == nil {
+			e.stats.UnknownSPI.Add(1)
+			e.limitedDebug("no IKE SA for SPI", "remote", remote, "exchange", h.Exchange)
+			return
+		}
+		if h.Exchange == wire.IKE_SA_INIT || h.Exchange == wire.IKE_AUTH {
+			queue = e.hs
+		}
+	}
+	buf := e.bufs.Get().(*[]byte)
+	n := copy(*buf, b)
+	select {
+	case queue <- job{sa: sa, buf: buf, n: n, local: local, remote: remote}:
+	default:
+		e.bufs.Put(buf)
+		e.stats.QueueDrops.Add(1)
+	}
+}
+
+// submit queues local work (initiation, control commands) for sa.
+func (e *Engine) submit(sa *SA, f func()) {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	if sa.state == StateDead {
+		return
+	}
+	f()
+}
+
+// send transmits packets of an SA from its current addresses.
+func (e *Engine) send(sa *SA, packets [][]byte) {
+	for _, p := range packets {
+		if err := e.cfg.Send(sa.local, sa.remote, p); err != nil {
+			e.limitedDebug("send failed", "remote", sa.remote, "err", err)
+		}
+	}
+}
+
+// rearm schedules the SA's single timer at its earliest deadline.
+func (e *Engine) rearm(sa *SA) {
+	var at time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	if sa.out != nil {
+		earliest(sa.out.next)
+	}
+	earliest(sa.dpdAt)
+	earliest(sa.rekeyAt)
+	earliest(sa.expireAt)
+	for _, c := range sa.children {
+		earliest(c.rekeyAt)
+		earliest(c.expireAt)
+	}
+	if at.IsZero() {
+		e.wheel.cancel(sa)
+		return
+	}
+	e.wheel.schedule(sa, at.Sub(e.now()))
+}
+
+// remove takes sa out of service: its Child SAs leave the data plane, its
+// virtual IP returns to the pool and late packets find nothing.
+func (e *Engine) remove(sa *SA, reason string) {
+	if sa.state == StateDead {
+		return
+	}
+	if sa.established.IsZero() {
+		e.halfOpen.Add(-1)
+	} else {
+		e.stats.Established.Add(-1)
+		e.table.removePeer(sa)
+	}
+	for _, c := range sa.children {
+		e.uninstallChild(sa, c)
+	}
+	sa.children = nil
+	if sa.vip.IsValid() && sa.conn != nil && sa.conn.Pool != nil {
+		sa.conn.Pool.Release(sa.vip, sa.peerID)
+	}
+	if sa.hs != nil && !sa.initiator {
+		e.table.RemoveHalfOpen(sa.spiI, sa.remote, sa)
+	}
+	sa.hs = nil
+	sa.cache = responseCache{}
+	sa.out = nil
+	for _, x := range sa.queue {
+		if f, ok := x.(interface{ abandon(error) }); ok {
+			f.abandon(errSADeleted)
+		}
+	}
+	sa.queue = nil
+	if sa.keys != nil {
+		sa.keys.Zero()
+	}
+	sa.state = StateDead
+	if sa.onUp != nil {
+		f := sa.onUp
+		sa.onUp = nil
+		defer f(SAInfo{}, errors.New(reason))
+	}
+	e.wheel.cancel(sa)
+	e.table.Remove(sa)
+	e.log.Info("IKE SA removed", "sa", sa.logID(), "remote", sa.remote, "reason", reason)
+}
+
+var errSADeleted = errors.New("IKE SA deleted")
+
+func (e *Engine) limitedDebug(msg string, args ...any) {
+	if e.logLimit.allow() {
+		e.log.Debug(msg, args...)
+	}
+}

@@ -1,0 +1,396 @@
+package ike
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/hike-vpn/hike/internal/crypto"
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+// CREATE_CHILD_SA (RFC 7296 §1.3): a new Child SA, a Child SA rekey
+// (REKEY_SA notify), or an IKE SA rekey (an SA payload for protocol IKE).
+
+// respondCreateChild answers a CREATE_CHILD_SA request.
+func (e *Engine) respondCreateChild(sa *SA, in *inbound, w *wire.Builder) (postAction, error) {
+	if sp, ok := in.find(wire.PayloadSA); ok {
+		var props [4]wire.Proposal
+		ps, err := wire.ParseSA(props[:0], sp.Body)
+		if err != nil {
+			return postNone, err
+		}
+		if len(ps) > 0 && ps[0].Protocol == wire.ProtoIKE {
+			return e.respondIKERekey(sa, in, w)
+		}
+	}
+	req, err := parseChildRequest(in.payloads)
+	if err != nil {
+		if errors.Is(err, errNoChild) {
+			return postNone, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "CREATE_CHILD_SA without SA or TS"}
+		}
+		return postNone, err
+	}
+	if req.nonce == nil {
+		return postNone, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "CREATE_CHILD_SA without nonce"}
+	}
+	var old *ChildSA
+	if req.rekey {
+		if old = sa.childByOutSPI(req.rekeySPI); old == nil {
+			// RFC 7296 §2.25: the SA vanished (we deleted it meanwhile).
+			w.AddNotify(wire.Notify{Type: wire.CHILD_SA_NOT_FOUND})
+			return postNone, nil
+		}
+		if old.state == childDeleting {
+			w.AddNotify(wire.Notify{Type: wire.TEMPORARY_FAILURE})
+			return postNone, nil
+		}
+	}
+	c, prop, err := e.respondChild(sa, &req)
+	if err == nil && old != nil {
+		c.cfg, c.reqID = old.cfg, old.reqID
+	}
+	var gir, ourKE []byte
+	var group uint16
+	if err == nil && req.ke != nil {
+		group = req.ke.Group
+		gir, ourKE, err = dhRespond(req.ke)
+	}
+	nr := make([]byte, nonceLen)
+	rand.Read(nr)
+	if err == nil {
+		err = e.keyChild(sa, c, gir, req.nonce, nr, false)
+		clear(gir)
+	}
+	var f *childFailure
+	switch {
+	case err == nil:
+	case errors.As(err, &f):
+		w.AddNotify(wire.Notify{Type: f.Notify})
+		return postNone, nil
+	default:
+		e.log.Warn("CREATE_CHILD_SA failed", "sa", sa.logID(), "err", err)
+		w.AddNotify(wire.Notify{Type: wire.NO_PROPOSAL_CHOSEN})
+		return postNone, nil
+	}
+	sa.children = append(sa.children, c)
+	w.AddSA([]wire.Proposal{prop})
+	w.AddNonce(nr)
+	if ourKE != nil {
+		w.AddKE(wire.KE{Group: group, Data: ourKE})
+	}
+	w.AddTS(wire.PayloadTSi, c.remoteTS)
+	w.AddTS(wire.PayloadTSr, c.localTS)
+	if old != nil {
+		// The initiator of the rekey deletes the old SA (RFC 7296 §2.8);
+		// until then both carry traffic.
+		old.state = childRekeying
+		e.log.Info("Child SA rekeyed by peer", "sa", sa.logID(), "child", c.cfgName(),
+			"old_spi_in", hex32(old.spiIn), "spi_in", hex32(c.spiIn), "spi_out", hex32(c.spiOut))
+	} else {
+		e.log.Info("Child SA established", "sa", sa.logID(), "child", c.cfgName(),
+			"spi_in", hex32(c.spiIn), "spi_out", hex32(c.spiOut))
+	}
+	return postNone, nil
+}
+
+// dhRespond runs the responder's half of a PFS or IKE rekey exchange.
+func dhRespond(ke *wire.KE) (gir, public []byte, err error) {
+	g, err := crypto.LookupGroup(ke.Group)
+	if err != nil {
+		return nil, nil, &childFailure{Notify: wire.NO_PROPOSAL_CHOSEN, Reason: "unsupported DH group"}
+	}
+	kp, err := g.Generate(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	gir, err = kp.SharedSecret(ke.Data)
+	if err != nil {
+		return nil, nil, &wire.Error{Notify: wire.INVALID_SYNTAX, Payload: wire.PayloadKE, Reason: "bad public value"}
+	}
+	return gir, kp.Public(), nil
+}
+
+// childRekeyExchange rekeys one Child SA (RFC 7296 §2.8): create the new
+// pair with REKEY_SA naming the old one, then delete the old one.
+type childRekeyExchange struct {
+	old    *ChildSA
+	new    *ChildSA
+	offers []wire.Proposal
+	ni     []byte
+}
+
+func (*childRekeyExchange) kind() wire.ExchangeType { return wire.CREATE_CHILD_SA }
+
+func (x *childRekeyExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
+	if x.old.state != childInstalled || sa.childByInSPI(x.old.spiIn) == nil {
+		return errNoSuchChild
+	}
+	x.old.state = childRekeying
+	x.new = &ChildSA{cfg: x.old.cfg, reqID: x.old.reqID, spiIn: e.allocChildSPI()}
+	x.offers = withSPI(x.old.cfg.ESPProposals, x.new.spiIn)
+	x.ni = make([]byte, nonceLen)
+	rand.Read(x.ni)
+	w.AddRekeySA(wire.ProtoESP, x.old.spiIn)
+	w.AddSA(x.offers)
+	w.AddNonce(x.ni)
+	w.AddTS(wire.PayloadTSi, x.old.localTS)
+	w.AddTS(wire.PayloadTSr, x.old.remoteTS)
+	return nil
+}
+
+func (x *childRekeyExchange) process(e *Engine, sa *SA, in *inbound) error {
+	err := x.finish(e, sa, in)
+	if err != nil {
+		releaseChildSPI(x.new.spiIn)
+		if x.old.state == childRekeying {
+			x.old.state = childInstalled
+			x.old.rekeyAt = e.now().Add(e.cfg.RetransmitTimeout * 30)
+		}
+		return err
+	}
+	e.enqueue(sa, &deleteExchange{children: []*ChildSA{x.old}})
+	return nil
+}
+
+func (x *childRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
+	if t, ok := in.errorNotify(); ok {
+		return fmt.Errorf("peer refused Child SA rekey: %v", t)
+	}
+	resp, err := parseChildRequest(in.payloads)
+	if err != nil {
+		return err
+	}
+	choice, spi, err := checkESP(x.offers, resp.proposals, wire.DH_NONE)
+	if err != nil {
+		return err
+	}
+	if resp.nonce == nil {
+		return errors.New("response without nonce")
+	}
+	c := x.new
+	c.spiOut = spi
+	c.setAlgorithms(choice)
+	c.localTS, c.remoteTS = resp.tsi, resp.tsr
+	if err := e.keyChild(sa, c, nil, x.ni, resp.nonce, true); err != nil {
+		return err
+	}
+	sa.children = append(sa.children, c)
+	e.log.Info("Child SA rekeyed", "sa", sa.logID(), "child", c.cfgName(),
+		"old_spi_in", hex32(x.old.spiIn), "spi_in", hex32(c.spiIn), "spi_out", hex32(c.spiOut))
+	return nil
+}
+
+func (x *childRekeyExchange) abandon(error) {
+	if x.new != nil {
+		releaseChildSPI(x.new.spiIn)
+	}
+}
+
+// ikeRekeyExchange rekeys the IKE SA (RFC 7296 §2.18): a new IKE SA with
+// fresh SPIs, keys derived from the old SK_d, the Child SAs moved over, and
+// the old SA deleted.
+type ikeRekeyExchange struct {
+	table  *Table
+	next   *SA
+	dh     crypto.KeyPair
+	ni     []byte
+	offers []wire.Proposal
+}
+
+func (*ikeRekeyExchange) kind() wire.ExchangeType { return wire.CREATE_CHILD_SA }
+
+func (x *ikeRekeyExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
+	g, err := crypto.LookupGroup(sa.suite.DH)
+	if err != nil {
+		return err
+	}
+	if x.dh, err = g.Generate(rand.Reader); err != nil {
+		return err
+	}
+	x.next = &SA{initiator: true, conn: sa.conn, local: sa.local, remote: sa.remote,
+		created: e.now(), state: StateInit, ext: sa.ext, peerID: sa.peerID, vip: sa.vip}
+	spi := e.table.Insert(x.next)
+	x.table = e.table
+	x.offers = make([]wire.Proposal, len(sa.conn.IKEProposals))
+	spib := binary.BigEndian.AppendUint64(nil, spi)
+	for i, p := range sa.conn.IKEProposals {
+		p.SPI = spib
+		p.Num = uint8(i + 1)
+		x.offers[i] = p
+	}
+	x.ni = make([]byte, nonceLen)
+	rand.Read(x.ni)
+	w.AddSA(x.offers)
+	w.AddNonce(x.ni)
+	w.AddKE(wire.KE{Group: sa.suite.DH, Data: x.dh.Public()})
+	return nil
+}
+
+func (x *ikeRekeyExchange) process(e *Engine, sa *SA, in *inbound) error {
+	if err := x.finish(e, sa, in); err != nil {
+		x.abandon(err)
+		if d := sa.conn.RekeyTime; d > 0 {
+			sa.rekeyAt = e.now().Add(d / 10)
+		}
+		return err
+	}
+	return nil
+}
+
+func (x *ikeRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
+	if t, ok := in.errorNotify(); ok {
+		return fmt.Errorf("peer refused IKE SA rekey: %v", t)
+	}
+	var props [4]wire.Proposal
+	var ke *wire.KE
+	var nr []byte
+	var ps []wire.Proposal
+	for _, p := range in.payloads {
+		var err error
+		switch p.Type {
+		case wire.PayloadSA:
+			ps, err = wire.ParseSA(props[:0], p.Body)
+		case wire.PayloadKE:
+			var k wire.KE
+			k, err = wire.ParseKE(p.Body)
+			ke = &k
+		case wire.PayloadNonce:
+			nr, err = wire.ParseNonce(p.Body)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if ke == nil || nr == nil || len(ps) != 1 || len(ps[0].SPI) != 8 {
+		return errors.New("malformed IKE rekey response")
+	}
+	choice, err := crypto.CheckChoice(x.offers, ps, wire.ProtoIKE, sa.suite.DH)
+	if err != nil {
+		return err
+	}
+	gir, err := x.dh.SharedSecret(ke.Data)
+	if err != nil {
+		return err
+	}
+	n := x.next
+	n.spiR = binary.BigEndian.Uint64(ps[0].SPI)
+	n.suite = suiteOf(choice)
+	keys, err := crypto.RekeyIKEKeys(sa.suite.PRF, sa.keys.D, n.suite.PRF, n.suite.Encr, n.suite.Integ,
+		gir, x.ni, nr, n.spiI, n.spiR)
+	clear(gir)
+	if err != nil {
+		return err
+	}
+	e.adoptRekeyed(sa, n, keys)
+	e.enqueue(sa, &deleteExchange{})
+	return nil
+}
+
+// abandon takes back the SPI of a new SA that never went live.
+func (x *ikeRekeyExchange) abandon(error) {
+	if x.next != nil {
+		x.next.state = StateDead
+		x.table.Remove(x.next)
+		x.next = nil
+	}
+}
+
+// respondIKERekey answers an IKE SA rekey request.
+func (e *Engine) respondIKERekey(sa *SA, in *inbound, w *wire.Builder) (postAction, error) {
+	if sa.out != nil {
+		// RFC 7296 §2.25: while our own exchange is in flight (in
+		// particular our own IKE rekey) answer TEMPORARY_FAILURE; the peer
+		// retries later. This resolves simultaneous rekeys without the
+		// nonce race, at the cost of a retry.
+		w.AddNotify(wire.Notify{Type: wire.TEMPORARY_FAILURE})
+		return postNone, nil
+	}
+	var props [4]wire.Proposal
+	var ke *wire.KE
+	var ni []byte
+	var ps []wire.Proposal
+	for _, p := range in.payloads {
+		var err error
+		switch p.Type {
+		case wire.PayloadSA:
+			ps, err = wire.ParseSA(props[:0], p.Body)
+		case wire.PayloadKE:
+			var k wire.KE
+			k, err = wire.ParseKE(p.Body)
+			ke = &k
+		case wire.PayloadNonce:
+			ni, err = wire.ParseNonce(p.Body)
+		}
+		if err != nil {
+			return postNone, err
+		}
+	}
+	if ke == nil || ni == nil {
+		return postNone, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "IKE rekey without KE or nonce"}
+	}
+	choice, err := crypto.Select(ps, sa.conn.IKEProposals, wire.ProtoIKE, ke.Group)
+	if err != nil {
+		var ne *crypto.NegotiationError
+		if errors.As(err, &ne) {
+			w.AddNotify(wire.Notify{Type: ne.Notify, Data: ne.NotifyData()})
+		} else {
+			w.AddNotify(wire.Notify{Type: wire.NO_PROPOSAL_CHOSEN})
+		}
+		return postNone, nil
+	}
+	if len(choice.PeerSPI) != 8 {
+		return postNone, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "IKE proposal without 8-octet SPI"}
+	}
+	gir, ourKE, err := dhRespond(ke)
+	if err != nil {
+		return postNone, err
+	}
+	nr := make([]byte, nonceLen)
+	rand.Read(nr)
+	n := &SA{initiator: false, conn: sa.conn, local: sa.local, remote: sa.remote, created: e.now(),
+		state: StateInit, ext: sa.ext, peerID: sa.peerID, vip: sa.vip,
+		spiI:  binary.BigEndian.Uint64(choice.PeerSPI),
+		suite: suiteOf(choice)}
+	spi := e.table.Insert(n)
+	keys, err := crypto.RekeyIKEKeys(sa.suite.PRF, sa.keys.D, n.suite.PRF, n.suite.Encr, n.suite.Integ,
+		gir, ni, nr, n.spiI, n.spiR)
+	clear(gir)
+	if err != nil {
+		e.table.Remove(n)
+		return postNone, err
+	}
+	prop := choice.Proposal
+	prop.SPI = binary.BigEndian.AppendUint64(nil, spi)
+	w.AddSA([]wire.Proposal{prop})
+	w.AddNonce(nr)
+	w.AddKE(wire.KE{Group: ke.Group, Data: ourKE})
+	e.adoptRekeyed(sa, n, keys)
+	// The old SA stays until the peer deletes it (RFC 7296 §2.18).
+	sa.state = StateDeleting
+	return postNone, nil
+}
+
+// adoptRekeyed makes n, the SA that replaces old, live: keys, Child SAs
+// (still installed; only their owner changes), timers. RFC 6311
+// capabilities are inherited (the RFC is silent; strongSwan does the same)
+// and Message IDs start again at 0 (RFC 7296 §2.18).
+func (e *Engine) adoptRekeyed(old, n *SA, keys *crypto.IKEKeys) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.keys = keys
+	sk, err := crypto.NewSK(n.suite.Encr, n.suite.Integ, keys, n.initiator)
+	if err != nil {
+		e.log.Error("rekeyed SA unusable", "err", err)
+		return
+	}
+	n.sk = sk
+	n.children, old.children = old.children, nil
+	n.vip, old.vip = old.vip, netip.Addr{}
+	e.halfOpen.Add(1) // established() counts it down again
+	e.established(n)
+	e.log.Info("IKE SA rekeyed", "old", old.logID(), "new", n.logID())
+	e.rearm(n)
+}

@@ -1,0 +1,226 @@
+package ike
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/crypto"
+	"github.com/hike-vpn/hike/internal/msgsync"
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+// State is where an IKE SA is in its life.
+type State uint8
+
+const (
+	// StateInit: IKE_SA_INIT sent (initiator) or answered (responder).
+	StateInit State = iota + 1
+	// StateAuth: IKE_AUTH sent, waiting for the response (initiator only).
+	StateAuth
+	// StateEstablished: authenticated; Child SAs may exist.
+	StateEstablished
+	// StateDeleting: a Delete for the IKE SA is in flight.
+	StateDeleting
+	// StateDead: removed from the table; late references see this.
+	StateDead
+)
+
+func (s State) String() string {
+	switch s {
+	case StateInit:
+		return "init"
+	case StateAuth:
+		return "auth"
+	case StateEstablished:
+		return "established"
+	case StateDeleting:
+		return "deleting"
+	case StateDead:
+		return "dead"
+	}
+	return "unknown"
+}
+
+// Extensions are what the two ends negotiated beyond RFC 7296. They are part
+// of the SA record, and an IKE SA rekey inherits them.
+type Extensions struct {
+	Fragmentation bool // RFC 7383, both sent IKEV2_FRAGMENTATION_SUPPORTED
+	MIDSync       bool // RFC 6311, both sent IKEV2_MESSAGE_ID_SYNC_SUPPORTED
+	ReplaySync    bool // RFC 6311, both sent IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED
+	SigHash       bool // RFC 7427, the peer sent SIGNATURE_HASH_ALGORITHMS
+	NATLocal      bool // we are behind a NAT: send keepalives
+	NATRemote     bool // the peer is behind a NAT: follow its address
+}
+
+// SA is one IKE SA with its Child SAs. All fields are guarded by mu; the
+// engine holds it for the whole of one message's processing, so an exchange
+// runs start to finish without interleaving with another on the same SA.
+type SA struct {
+	mu    sync.Mutex
+	timer timerNode
+
+	spiI, spiR  uint64
+	initiator   bool // we are the original initiator (after rekey: its initiator)
+	state       State
+	conn        *Conn
+	local       netip.AddrPort
+	remote      netip.AddrPort
+	created     time.Time
+	established time.Time
+
+	suite Suite
+	keys  *crypto.IKEKeys
+	sk    *crypto.SK
+	ext   Extensions
+
+	localID, peerID wire.ID // peerID.Data is owned, not aliased
+	vip             netip.Addr
+
+	// Handshake material, dropped once the SA is established.
+	hs *handshake
+
+	// Message IDs (RFC 7296 §2.2). hike keeps one request of its own in
+	// flight at a time, whatever window the peer offers: it is always
+	// correct, and the engine's queue, not the window, orders local work.
+	nextSend   uint32 // Message ID of our next request
+	nextRecv   uint32 // Message ID we expect on the peer's next request
+	peerWindow uint32
+	out        *outstanding
+	queue      []exchange
+	cache      responseCache
+	reasm      *crypto.Reassembler // RFC 7383, only while a fragmented request arrives
+
+	// Liveness and lifetimes.
+	lastHeard time.Time // last authenticated message from the peer
+	dpdAt     time.Time // next DPD probe, zero if DPD is off
+	rekeyAt   time.Time
+	expireAt  time.Time
+
+	children []*ChildSA
+	sync     msgsync.PeerState
+	// onUp reports the outcome of an initiation to whoever asked for it.
+	onUp  func(SAInfo, error)
+	stats SAStats
+}
+
+// SAStats counts what happened on an IKE SA, for `hike sa show`.
+type SAStats struct {
+	Retransmits    uint32
+	DPDSent        uint32
+	DPDAnswered    uint32
+	SyncsAnswered  uint32
+	SyncsDropped   uint32
+	LastSyncBefore [2]uint32 // next send, next recv before the last sync
+	LastSyncAfter  [2]uint32
+}
+
+// handshake is what IKE_SA_INIT leaves for IKE_AUTH to sign and check.
+type handshake struct {
+	ni, nr        []byte
+	initMsg       []byte // our IKE_SA_INIT message (initiator: request, responder: response)
+	peerInitMsg   []byte
+	peerSigHashes []uint16
+	dh            crypto.KeyPair // initiator: kept until the response arrives
+	cookie        []byte
+	retryGroup    uint16
+	childSPI      uint32 // initiator: inbound SPI proposed in IKE_AUTH
+	childCfg      *ChildConfig
+	childDH       crypto.KeyPair
+}
+
+// outstanding is our request in flight: its octets (one datagram, or the
+// fragments of one message) for bit-identical retransmission, and the
+// exchange waiting for its response.
+type outstanding struct {
+	mid     uint32
+	packets [][]byte
+	x       exchange
+	sent    time.Time
+	tries   int
+	next    time.Time
+}
+
+// responseCache holds the response to the peer's last request, to resend
+// when the request is retransmitted (RFC 7296 §2.1). A retransmission is
+// recognised by its Message ID and its ICV: the last octets of a protected
+// message are a digest of the whole of it, so no hashing is needed.
+type responseCache struct {
+	mid     uint32
+	valid   bool
+	icv     [32]byte
+	icvLen  uint8
+	packets [][]byte
+	at      time.Time
+}
+
+// Suite is the negotiated transform set of an IKE SA.
+type Suite struct {
+	Encr  *crypto.Encr
+	PRF   *crypto.PRF
+	Integ *crypto.Integ // nil with an AEAD
+	DH    uint16
+}
+
+// LocalSPI is the SPI this end chose, under which the table holds the SA.
+func (sa *SA) LocalSPI() uint64 {
+	if sa.initiator {
+		return sa.spiI
+	}
+	return sa.spiR
+}
+
+func (sa *SA) setLocalSPI(spi uint64) {
+	if sa.initiator {
+		sa.spiI = spi
+	} else {
+		sa.spiR = spi
+	}
+}
+
+// PeerSPI is the SPI the peer chose.
+func (sa *SA) PeerSPI() uint64 {
+	if sa.initiator {
+		return sa.spiR
+	}
+	return sa.spiI
+}
+
+// header returns the IKE header for a message we send on this SA.
+func (sa *SA) header(x wire.ExchangeType, response bool, mid uint32) wire.Header {
+	h := wire.Header{SPIi: sa.spiI, SPIr: sa.spiR, Exchange: x, MessageID: mid}
+	if sa.initiator {
+		h.Flags |= wire.FlagInitiator
+	}
+	if response {
+		h.Flags |= wire.FlagResponse
+	}
+	return h
+}
+
+// ChildSA is one pair of ESP SAs negotiated under an IKE SA.
+type ChildSA struct {
+	cfg       *ChildConfig
+	reqID     uint32
+	spiIn     uint32 // chosen by us
+	spiOut    uint32 // chosen by the peer
+	encr      uint16
+	encrBits  uint16
+	integ     uint16
+	esn       bool
+	localTS   []TrafficSelector
+	remoteTS  []TrafficSelector
+	installed bool
+	created   time.Time
+	rekeyAt   time.Time
+	expireAt  time.Time
+	state     childState
+}
+
+type childState uint8
+
+const (
+	childInstalled childState = iota + 1
+	childRekeying
+	childDeleting
+)
