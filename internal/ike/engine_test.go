@@ -16,13 +16,13 @@ import (
 // strongSwan tests live in test/interop; this one checks the state
 // machines' logic quickly and deterministically.
 type pair struct {
-	t          *testing.T
-	a, b       *Engine
-	aAddr      netip.AddrPort
-	bAddr      netip.AddrPort
-	mu         sync.Mutex
-	drop       func(from string, msg []byte) bool
-	sent       map[string][][]byte
+	t     *testing.T
+	a, b  *Engine
+	aAddr netip.AddrPort
+	bAddr netip.AddrPort
+	mu    sync.Mutex
+	drop  func(from string, msg []byte) bool
+	sent  map[string][][]byte
 }
 
 func testConns(psk string) (client, server *Conn) {
@@ -122,7 +122,10 @@ func TestEstablishPSK(t *testing.T) {
 		t.Fatalf("initiator: %+v", ia)
 	}
 	var ib SAInfo
-	waitFor(t, "responder SA", func() bool { l := p.b.List(); return len(l) == 1 && len(l[0].Children) == 1 && func() bool { ib = l[0]; return true }() })
+	waitFor(t, "responder SA", func() bool {
+		l := p.b.List()
+		return len(l) == 1 && len(l[0].Children) == 1 && func() bool { ib = l[0]; return true }()
+	})
 	if ib.SPIi != ia.SPIi || ib.SPIr != ia.SPIr {
 		t.Fatalf("SPIs differ: %s/%s vs %s/%s", ia.SPIi, ia.SPIr, ib.SPIi, ib.SPIr)
 	}
