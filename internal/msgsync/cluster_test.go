@@ -382,3 +382,44 @@ func TestResyncAccept(t *testing.T) {
 		}
 	})
 }
+
+func TestResyncEdges(t *testing.T) {
+	if _, err := NewResync(ResyncConfig{Window: 1 << 31, Margin: 1 << 31}, window1(0, 0), testNonce, t0); !errors.Is(err, ErrExhausted) {
+		t.Errorf("window + margin past 2^32-1: %v", err)
+	}
+	rs, cur := func() (Resync, Counters) {
+		rs, _ := NewResync(ResyncConfig{}, window1(100, 7), testNonce, t0)
+		return rs, rs.Hold(window1(100, 7))
+	}()
+	rs.Accept(Sync{Nonce: testNonce, Send: 7, Recv: 100}, cur)
+	if out := rs.Accept(Sync{Nonce: Nonce{5}, Send: 7, Recv: 100}, cur); out.Action != Drop || out.Reason != ReasonNonceMismatch {
+		t.Errorf("foreign response after done: %v (%v)", out.Action, out.Reason)
+	}
+	// Requests far above MID 64 keep their bits.
+	r := Requests{Below: 1000, Bits: 1<<63 | 1}
+	if !r.Has(999) || !r.Has(936) || r.end() != 1000 || r.Empty() {
+		t.Errorf("set %+v: wrong membership", r)
+	}
+}
+
+// TestNames guards the name tables against a constant added without a name.
+func TestNames(t *testing.T) {
+	seen := map[string]bool{}
+	for a := Drop; a <= Done; a++ {
+		if s := a.String(); s == "" || s == "action(?)" || seen[s] {
+			t.Errorf("action %d has name %q", a, s)
+		} else {
+			seen[s] = true
+		}
+	}
+	for r := ReasonNotNegotiated; r <= ReasonOverflow; r++ {
+		if s := r.String(); s == "" || s == "reason(?)" || seen[s] {
+			t.Errorf("reason %d has name %q", r, s)
+		} else {
+			seen[s] = true
+		}
+	}
+	if Action(Done+1).String() != "action(?)" || Reason(ReasonOverflow+1).String() != "reason(?)" || ReasonNone.String() != "" {
+		t.Error("out-of-range values need a placeholder name")
+	}
+}
