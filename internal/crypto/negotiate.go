@@ -97,6 +97,20 @@ func has(ts []wire.Transform, t wire.Transform) bool {
 	return false
 }
 
+// offersNonAEAD reports whether ts holds a cipher that needs an INTEG
+// transform: any ENCR but the combined modes of RFC 5282 and RFC 7634.
+func offersNonAEAD(ts []wire.Transform) bool {
+	for _, t := range ts {
+		switch t.ID {
+		case wire.ENCR_AES_CCM_8, wire.ENCR_AES_CCM_12, wire.ENCR_AES_CCM_16,
+			wire.ENCR_AES_GCM_8, wire.ENCR_AES_GCM_12, wire.ENCR_AES_GCM_16, wire.ENCR_CHACHA20_POLY1305:
+		default:
+			return true
+		}
+	}
+	return false
+}
+
 // noneOnly is the acceptable set for INTEG, DH and ESN when a policy lists
 // none of that type: ID 0 is NONE for INTEG and DH and "no ESN" for ESN.
 var noneOnly = []wire.Transform{{ID: 0}}
@@ -117,8 +131,9 @@ var noneOnly = []wire.Transform{{ID: 0}}
 // Child SA proposals are ignored.
 //
 // For INTEG, DH and ESN a policy that lists nothing of the type accepts
-// only NONE (or "no ESN") and an offer that omits the type. An AEAD
-// accepts only an omitted INTEG or INTEG NONE (RFC 5282 §8).
+// only NONE (or "no ESN") and an offer that omits the type. With an AEAD no
+// INTEG is selected (RFC 5282 §8): INTEG NONE is echoed if offered, and a
+// proposal of AEADs only that offers a real INTEG is refused.
 func Select(offered, policy []wire.Proposal, proto wire.ProtocolID, ke uint16) (*Selection, error) {
 	if proto == wire.ProtoIKE && ke == wire.DH_NONE {
 		return nil, errNoProposal
@@ -205,11 +220,15 @@ func match(o, p *byType, proto wire.ProtocolID, ke uint16) (*Selection, bool) {
 				continue
 			}
 			if e.AEAD() {
+				// RFC 5282 §8: with an AEAD no INTEG is selected. A proposal
+				// that also offers non-AEAD ciphers carries INTEG transforms
+				// for them; one with only AEADs must carry none but NONE.
 				if o.present[wire.TransformINTEG] {
-					if !has(o.ts[wire.TransformINTEG], wire.Transform{ID: wire.AUTH_NONE}) {
+					if has(o.ts[wire.TransformINTEG], wire.Transform{ID: wire.AUTH_NONE}) {
+						integT, integPresent = wire.Transform{Type: wire.TransformINTEG, ID: wire.AUTH_NONE}, true
+					} else if !offersNonAEAD(o.ts[wire.TransformENCR]) {
 						continue
 					}
-					integT, integPresent = wire.Transform{Type: wire.TransformINTEG, ID: wire.AUTH_NONE}, true
 				}
 				sel.Encr, sel.Integ, encrT, found = e, nil, pt, true
 				break

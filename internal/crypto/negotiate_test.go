@@ -133,6 +133,20 @@ func TestSelectIKEAEAD(t *testing.T) {
 	if _, err := Select(with(tr(tINTEG, wire.AUTH_HMAC_SHA2_256_128)), ikePolicy, wire.ProtoIKE, wire.DH_CURVE25519); err == nil {
 		t.Fatal("AEAD with HMAC INTEG accepted")
 	}
+	// A mixed proposal (RFC 5282 §8 allows it): the AEAD is chosen and no
+	// INTEG goes back.
+	mixed := []wire.Proposal{ikeProp(1, tr(tENCR, wire.ENCR_AES_GCM_16, 256), tr(tENCR, wire.ENCR_AES_CBC, 256),
+		tr(tPRF, wire.PRF_HMAC_SHA2_256), tr(tINTEG, wire.AUTH_HMAC_SHA2_256_128), tr(tDH, wire.DH_CURVE25519))}
+	sel, err = Select(mixed, ikePolicy, wire.ProtoIKE, wire.DH_CURVE25519)
+	if err != nil || !sel.Encr.AEAD() || sel.Integ != nil {
+		t.Fatalf("mixed proposal: %v", err)
+	}
+	if _, ok := ids(sel.Proposal.Transforms)[tINTEG]; ok {
+		t.Fatal("INTEG selected with an AEAD")
+	}
+	if _, err := CheckChoice(mixed, []wire.Proposal{sel.Proposal}, wire.ProtoIKE, wire.DH_CURVE25519); err != nil {
+		t.Fatalf("CheckChoice of a mixed proposal: %v", err)
+	}
 	// CBC with only INTEG NONE is never acceptable.
 	cbc := []wire.Proposal{ikeProp(1, tr(tENCR, wire.ENCR_AES_CBC, 256), tr(tPRF, wire.PRF_HMAC_SHA2_256), tr(tINTEG, wire.AUTH_NONE), tr(tDH, wire.DH_ECP_256))}
 	if _, err := Select(cbc, ikePolicy, wire.ProtoIKE, wire.DH_ECP_256); err == nil {

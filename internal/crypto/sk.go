@@ -135,9 +135,6 @@ func NewSK(encr *Encr, integ *Integ, k *IKEKeys, initiator bool) (*SK, error) {
 	return s, nil
 }
 
-// Encr returns the SA's encryption transform.
-func (s *SK) Encr() *Encr { return s.encr }
-
 // Overhead returns how many octets protection adds to an inner chain of
 // length n: the SK generic header, IV, padding, pad length and ICV. The IKE
 // header is not included.

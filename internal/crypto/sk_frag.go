@@ -113,7 +113,6 @@ type Reassembler struct {
 	size   int
 	first  wire.PayloadType
 	parts  [][]byte
-	out    []byte
 }
 
 // Reset discards the fragments collected so far, as RFC 7383 §2.6 asks when
@@ -129,7 +128,7 @@ func (r *Reassembler) Reset() {
 // Add takes the received message msg (wire.Message.Raw) whose last payload
 // is the Encrypted Fragment payload skf. When the fragment completes the
 // message, done is true and inner is the reassembled plaintext chain, whose
-// first payload has type first; inner stays valid until the next call.
+// first payload has type first; inner belongs to the caller.
 //
 // ErrFragmentDropped and ErrIntegrity mean the fragment was discarded
 // silently (RFC 7383 §2.6); ErrReassemblyLimit means the peer exceeded the
@@ -196,12 +195,12 @@ func (r *Reassembler) Add(sk *SK, msg []byte, skf wire.Payload) (inner []byte, f
 		return nil, wire.PayloadNone, false, nil
 	}
 
-	out := r.out[:0]
+	// The output is not kept: an idle IKE SA should not pin up to 64 KiB.
+	out := make([]byte, 0, r.size)
 	for _, p := range r.parts {
 		out = append(out, p...)
 	}
 	first = r.first
-	r.out = out
 	r.Reset()
 	return out, first, true, nil
 }
