@@ -287,7 +287,7 @@ func TestX25519NonCanonical(t *testing.T) {
 	}
 }
 
-// TestRFC8032Ed25519 runs RFC 8032 §7.1 TEST 1-3 through crypto/ed25519,
+// TestRFC8032Ed25519 runs RFC 8032 §7.1 TEST 1-3 and TEST SHA(abc) through crypto/ed25519,
 // the primitive behind hike's Ed25519 AUTH (RFC 8420).
 func TestRFC8032Ed25519(t *testing.T) {
 	for _, v := range []struct{ name, sk, pk, msg, sig string }{
@@ -309,6 +309,13 @@ func TestRFC8032Ed25519(t *testing.T) {
 			"af82",
 			"6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac" +
 				"18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"},
+		{"TEST SHA(abc)", // the message is SHA-512("abc")
+			"833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
+			"ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf",
+			"ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a" +
+				"2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+			"dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b589" +
+				"09351fc9ac90b3ecfdfbc7c66431e0303dca179c138ac17ad9bef1177331a704"},
 	} {
 		priv := ed25519.NewKeyFromSeed(unhex(t, v.sk))
 		pub := priv.Public().(ed25519.PublicKey)
