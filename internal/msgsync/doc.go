@@ -66,7 +66,9 @@
 //
 // A request carrying IPSEC_REPLAY_COUNTER_SYNC next to IKEV2_MESSAGE_ID_SYNC
 // must have its message-ID part processed first; if that part is dropped, the
-// whole message is dropped and no replay counter moves (RFC 6311 §5.2).
+// whole message is dropped and no replay counter moves (RFC 6311 §5.2). A
+// Repeat changes no state either, so the delta of a retransmitted request is
+// not applied a second time.
 // Sync responses are never stored in the ordinary response cache and never
 // advance the expected Message ID: Message ID 0 is outside the window.
 package msgsync

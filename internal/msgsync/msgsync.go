@@ -127,7 +127,8 @@ const (
 	// Answer: send the reply, install the new counters, abandon the listed
 	// requests and run their operations again as new exchanges.
 	Answer
-	// Repeat: send the same reply as last time; change nothing.
+	// Repeat: send the same reply as last time; change nothing, not even
+	// replay counters.
 	Repeat
 	// Wait: nothing is due yet; Resync.Next tells when something will be.
 	Wait

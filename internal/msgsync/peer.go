@@ -45,7 +45,9 @@ func (s *PeerState) Respond(req Sync, cur Counters, negotiated bool) Verdict {
 		// A byte-identical copy: the cluster's retransmission if our answer
 		// got lost, or a replay. Once the cluster has sent a request at or
 		// beyond the M2 we gave it, it evidently has the answer, so any
-		// further copy can only be a replay.
+		// further copy can only be a replay. Counters raised for another
+		// reason (our own resync crossing this one) also end the repeats;
+		// the cluster then renews with a higher M1, which is accepted.
 		if cur.NextRecv == s.Reply.Recv && cur.RecvEnd <= s.Reply.Recv {
 			return Verdict{Action: Repeat, Reply: s.Reply}
 		}
@@ -58,7 +60,7 @@ func (s *PeerState) Respond(req Sync, cur Counters, negotiated bool) Verdict {
 
 	// §5.1: "M2 MUST be at least the higher of the received M1, and one more
 	// than the highest sender value received from the cluster." RecvEnd is
-	// that "one more"; NextRecv already exceeds any earlier M2 we installed,
+	// that "one more"; NextRecv is at least any M2 we installed before,
 	// which covers "previous received synchronization messages".
 	m2 := max(req.Send, cur.recvFloor())
 	// §5.1: "P2 MUST be the higher of the received P1 value, and one more than
