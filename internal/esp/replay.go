@@ -96,6 +96,18 @@ func (w *window) seen(seq uint64) bool {
 // errs towards rejecting, never towards accepting a replay.
 func (w *window) merge(st ReplayState) {
 	w.moveTop(st.Top)
+	if len(st.Bitmap) == 0 && st.Top == w.top {
+		// Everything up to the top counts as received: whole words, no
+		// per-bit loop, because a failover advances every SA this way.
+		// Bits above the top must stay clear, or reordered packets just
+		// above it would look like duplicates.
+		for i := range w.ring {
+			w.ring[i] = ^uint64(0)
+		}
+		b, m := w.slot(w.top)
+		*b = m | (m - 1)
+		return
+	}
 	covered := uint64(len(st.Bitmap)) * 64
 	for k := uint64(0); k < w.size && k < st.Top; k++ {
 		seq := st.Top - k

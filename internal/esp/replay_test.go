@@ -223,6 +223,42 @@ func TestAdvanceReplayWindow(t *testing.T) {
 		}
 	}
 
+	// From arbitrary windows, including tops at either end of a 64-bit
+	// block: afterwards exactly the numbers above the new top are fresh.
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, size := range []int{64, 1024} {
+		for _, delta := range []uint64{0, 1, 62, 63, 64, 65, 1000, 1 << 30} {
+			for _, top := range []uint64{0, 1, 63, 64, 127, 1000, 4095} {
+				c := algs[0].config(Inbound, true)
+				c.ReplayWindow = size
+				in := mustSA(t, c)
+				for range 50 {
+					in.win.checkAndMark(top - min(top, r.Uint64N(uint64(size)+5)))
+				}
+				in.win.checkAndMark(top)
+				if err := in.AdvanceReplayWindow(delta); err != nil {
+					t.Fatal(err)
+				}
+				nt := in.win.top
+				if nt != top+delta {
+					t.Fatalf("top %d + %d = %d", top, delta, nt)
+				}
+				for seq := nt - min(nt, uint64(size)+70); seq <= nt+130; seq++ {
+					if got, want := in.win.check(seq) == fresh, seq > nt; got != want {
+						t.Fatalf("W=%d top %d delta %d: seq %d fresh=%t, want %t", size, top, delta, seq, got, want)
+					}
+				}
+				// Reordering just above the new top still works.
+				in.win.checkAndMark(nt + 5)
+				for seq := nt + 1; seq < nt+5; seq++ {
+					if v := in.win.checkAndMark(seq); v != fresh {
+						t.Fatalf("W=%d top %d delta %d: reordered seq %d after advance: %v", size, top, delta, seq, v)
+					}
+				}
+			}
+		}
+	}
+
 	// Non-ESN: no jump past 2^32-1; the window stays as it was.
 	in = mustSA(t, algs[0].config(Inbound, false))
 	in.SetReplayState(ReplayState{Top: math.MaxUint32 - 10})
