@@ -7,9 +7,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -725,4 +727,56 @@ func FuzzOpen(f *testing.F) {
 			r.Add(cres, m.Raw, p)
 		}
 	})
+}
+
+// TestChaCha20Poly1305KnownAnswer is the IKEv2 example of RFC 7634
+// Appendix B: an INFORMATIONAL request with a SET_WINDOW_SIZE notify,
+// key 0x80..0x9f, salt a0a1a2a3, IV 1011121314151617.
+func TestChaCha20Poly1305KnownAnswer(t *testing.T) {
+	key := make([]byte, 0, 36)
+	for b := 0x80; b <= 0x9f; b++ {
+		key = append(key, byte(b))
+	}
+	key = append(key, 0xa0, 0xa1, 0xa2, 0xa3)
+	notify := hexFields(t, "00 00 00 0c 00 00 40 01 00 00 00 0a")
+	want := hexFields(t, `
+		c0 c1 c2 c3 c4 c5 c6 c7 d0 d1 d2 d3 d4 d5 d6 d7
+		2e 20 25 00 00 00 00 09 00 00 00 45 29 00 00 29
+		10 11 12 13 14 15 16 17 61 03 94 70 1f 8d 01 7f
+		7c 12 92 48 89 6b 71 bf e2 52 36 ef d7 cd c6 70
+		66 90 63 15 b2`)
+	encr := mustEncr(t, wire.ENCR_CHACHA20_POLY1305, 0)
+	// The I flag is clear: the original responder sends, with SK_er.
+	keys := &IKEKeys{Ei: make([]byte, 36), Er: key}
+	res, err := NewSK(encr, nil, keys, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.AdvanceIV(0x1011121314151617)
+	h := wire.Header{SPIi: 0xc0c1c2c3c4c5c6c7, SPIr: 0xd0d1d2d3d4d5d6d7, Exchange: wire.INFORMATIONAL, MessageID: 9}
+	got, err := res.Seal(nil, h, wire.PayloadNotify, notify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("sealed\n got %x\nwant %x", got, want)
+	}
+	ini, err := NewSK(encr, nil, keys, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, p := parseSK(t, want)
+	pt, first, err := ini.Open(nil, m.Raw, p)
+	if err != nil || first != wire.PayloadNotify || !bytes.Equal(pt, notify) {
+		t.Fatalf("Open: %v, %v %x", err, first, pt)
+	}
+}
+
+func hexFields(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
