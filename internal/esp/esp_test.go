@@ -560,3 +560,36 @@ func TestConfigStringHidesKeys(t *testing.T) {
 		t.Fatalf("formatted Config lacks the transform or SPI: %s", s)
 	}
 }
+
+// The packet path must not allocate once buffers are sized (hike's per-packet
+// budget leaves no room for garbage collection work).
+func TestNoAllocs(t *testing.T) {
+	for _, a := range algs {
+		for _, esn := range []bool{false, true} {
+			out, in := pair(t, a, esn)
+			inner := innerPacket(1400)
+			buf := make([]byte, 0, out.SealedLen(len(inner)))
+			dst := make([]byte, 0, 2048)
+			if n := testing.AllocsPerRun(100, func() {
+				if _, err := out.Seal(buf, inner, 4); err != nil {
+					t.Fatal(err)
+				}
+			}); n != 0 {
+				t.Errorf("%s esn=%t: Seal allocates %.1f times", a.name, esn, n)
+			}
+			pkts := make([][]byte, 101)
+			for i := range pkts {
+				pkts[i], _ = out.Seal(nil, inner, 4)
+			}
+			i := 0
+			if n := testing.AllocsPerRun(100, func() {
+				if _, _, err := in.Open(dst, pkts[i]); err != nil {
+					t.Fatal(err)
+				}
+				i++
+			}); n != 0 {
+				t.Errorf("%s esn=%t: Open allocates %.1f times", a.name, esn, n)
+			}
+		}
+	}
+}

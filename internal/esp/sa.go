@@ -344,7 +344,13 @@ func (s *SA) mac(data []byte, seq uint64, icv []byte) {
 //
 // The replay window is consulted before any cryptography, so replays are
 // rejected cheaply, and updated only after the ICV verified (RFC 4303
-// §3.4.3), so forged packets cannot move it.
+// §3.4.3), so forged packets cannot move it. With ESN a packet from far below
+// the window is taken to belong to the next 2^32 block (RFC 4303 A2.2) and
+// fails with ErrAuth rather than ErrReplay.
+//
+// Dummy packets (nextHeader NoNextHeader) are returned like any other for
+// the caller to drop. TFC padding (RFC 4303 §2.7) stays at the end of the
+// inner packet; its IP header says where the packet really ends.
 func (s *SA) Open(dst, espPacket []byte) (plain []byte, nextHeader byte, err error) {
 	if s.dir != Inbound {
 		return dst, 0, ErrDirection
