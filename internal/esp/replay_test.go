@@ -404,3 +404,22 @@ func TestReplayState(t *testing.T) {
 		t.Fatalf("non-ESN state beyond 2^32-1: %v", err)
 	}
 }
+
+// Replays are rejected before any cryptography: a replayed sequence number
+// with a garbage ICV is a replay drop, not an authentication failure.
+func TestReplayCheckedBeforeAuth(t *testing.T) {
+	for _, a := range []alg{algs[2], algs[3], algs[9]} {
+		out, in := pair(t, a, false)
+		pkt, _ := out.Seal(nil, innerPacket(80), 4)
+		if _, _, err := in.Open(nil, pkt); err != nil {
+			t.Fatal(err)
+		}
+		pkt[len(pkt)-1] ^= 0xff
+		if _, _, err := in.Open(nil, pkt); !errors.Is(err, ErrReplay) {
+			t.Fatalf("%s: replay with bad ICV: %v, want ErrReplay", a.name, err)
+		}
+		if st := in.Stats(); st.ReplayDrops != 1 || st.AuthFailures != 0 {
+			t.Fatalf("%s: stats %+v", a.name, st)
+		}
+	}
+}
