@@ -16,6 +16,11 @@ import (
 //
 // dp.Replay is anchored at the highest received number instead, so that
 // state moves between backends and kernels unchanged.
+//
+// The ring arithmetic is on uint32, so with a window that does not divide
+// 2^32 the kernel files the very first packet (top 0 -> 1) at a position
+// its own check never looks at again. Powers of two avoid that; the
+// conversion here mirrors the check, which is what decides acceptance.
 
 // ringBit is the ring position of the number i below the top, given the
 // low 32 bits of the top, exactly as xfrm_replay_check_esn computes it.
