@@ -86,11 +86,12 @@ type modpGroup struct {
 	p   *big.Int
 	pm1 *big.Int // p-1, the upper exclusive bound of a valid public value
 	len int      // octets in the modulus
-	// expBits is the least private exponent size. RFC 3526 §1 asks for twice the
-	// group's strength in bits; its §8 table gives 320, 420 and 480 bits
-	// for groups 14-16 (estimate 2, the larger). These primes are safe
-	// primes, so short exponents lose nothing against the known attacks and
-	// save about five sixths of each exponentiation.
+	// expBits is the private exponent size, rounded up to whole octets.
+	// RFC 3526 §1 asks for twice the group's strength in bits; its §8 table
+	// gives 320, 420 and 480 bits for groups 14-16 (estimate 2, the larger;
+	// NIST SP 800-56A Rev. 3 asks for at least 224, 256 and 304). With safe
+	// primes a short exponent loses nothing against the known attacks, and
+	// it saves most of each exponentiation.
 	expBits int
 }
 
