@@ -8,7 +8,7 @@ package esp
 // simply always zero. Sequence number 0 is never valid (RFC 4303 §3.3.3: the
 // first packet carries 1).
 type window struct {
-	top  uint64   // highest sequence number marked (0: nothing yet)
+	top  uint64   // highest sequence number counted as received (0: none)
 	size uint64   // W: numbers in (top-W, top] are tracked, older ones rejected
 	ring []uint64 // size/64 + 1 blocks: the window can straddle one more block
 }
