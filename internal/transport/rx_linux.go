@@ -25,7 +25,8 @@ type rxState struct {
 	bufs  []*Buffer
 	pkt   Packet
 	t     tally
-	used  int // slots the previous read filled, to be reset
+	used  int    // slots the previous read filled, to be reset
+	drops uint32 // the kernel's drop count as last reported
 
 	// Results of readFn, which runs inside RawConn.Read.
 	n      int
@@ -39,7 +40,7 @@ func newRxState(s *Socket) *rxState {
 		msgs:  make([]unix.Mmsghdr, s.batch),
 		iovs:  make([]unix.Iovec, s.batch),
 		names: make([]sockaddr, s.batch),
-		oob:   make([]byte, s.batch*oobSize),
+		oob:   make([]byte, s.batch*rxOOBSize),
 		bufs:  make([]*Buffer, s.batch),
 	}
 	for i := range rx.msgs {
@@ -50,7 +51,7 @@ func newRxState(s *Socket) *rxState {
 		h.Name = (*byte)(unsafe.Pointer(&rx.names[i]))
 		h.Iov = &rx.iovs[i]
 		h.SetIovlen(1)
-		h.Control = &rx.oob[i*oobSize]
+		h.Control = &rx.oob[i*rxOOBSize]
 	}
 	rx.used = s.batch
 	rx.readFn = rx.read
@@ -73,7 +74,7 @@ func (rx *rxState) read(fd uintptr) bool {
 	for i := range rx.used {
 		h := &rx.msgs[i].Hdr
 		h.Namelen = unix.SizeofSockaddrInet6
-		h.SetControllen(oobSize)
+		h.SetControllen(rxOOBSize)
 		h.Flags = 0
 	}
 	for {
@@ -147,6 +148,12 @@ func (rx *rxState) readBatch(h Handler) error {
 		m := &rx.msgs[i]
 		t[cRxDatagrams]++
 		t[cRxBytes] += uint64(m.Len)
+		ctl := parseControl(rx.oob[i*rxOOBSize : i*rxOOBSize+int(m.Hdr.Controllen)])
+		if ctl.haveDrops {
+			// A cumulative 32-bit count: the difference survives a wrap.
+			t[cDropKernel] += uint64(ctl.drops - rx.drops)
+			rx.drops = ctl.drops
+		}
 		if m.Hdr.Flags&unix.MSG_TRUNC != 0 || m.Len > BufferSize {
 			t[cDropTruncated]++
 			continue
@@ -160,7 +167,7 @@ func (rx *rxState) readBatch(h Handler) error {
 			t[cDropRunt]++
 			continue
 		}
-		local, ifindex := parsePktinfo(rx.oob[i*oobSize : i*oobSize+int(m.Hdr.Controllen)])
+		local := ctl.local
 		if !local.IsValid() {
 			local = s.local.Addr()
 		}
@@ -174,7 +181,7 @@ func (rx *rxState) readBatch(h Handler) error {
 			Data:    data,
 			Local:   local,
 			Remote:  parseSockaddr(&rx.names[i]),
-			IfIndex: ifindex,
+			IfIndex: ctl.ifindex,
 			Conn:    s,
 			buf:     rx.bufs[i],
 		}

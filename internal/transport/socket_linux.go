@@ -106,6 +106,11 @@ func setSockopts(fd int, v6 bool, cfg *ListenConfig) error {
 			return fmt.Errorf("transport: IP_PKTINFO: %w", err)
 		}
 	}
+	// The kernel's count of datagrams it dropped for this socket, which
+	// is the only sign of a receive buffer too small for a storm.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1); err != nil {
+		return fmt.Errorf("transport: SO_RXQ_OVFL: %w", err)
+	}
 	if cfg.FreeBind {
 		// IP_FREEBIND governs IPv6 binds as well.
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1); err != nil {

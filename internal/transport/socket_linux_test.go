@@ -257,6 +257,39 @@ func TestTruncated(t *testing.T) {
 	}
 }
 
+func TestKernelDrops(t *testing.T) {
+	// The smallest receive buffer holds a handful of datagrams.
+	srv := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0), ReadBuffer: 1})
+	cli := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0)})
+	const n = 200
+	sendBurst(t, cli, srv.LocalAddr(), n)
+	r := newRecorder()
+	serve(t, srv, r)
+	st := waitStats(t, srv, func(st Stats) bool { return st.RxIKE > 0 })
+	if st.RxIKE >= n {
+		t.Fatalf("a minimal receive buffer held all %d datagrams", n)
+	}
+	// Drops are reported with the next datagram that arrives, so send
+	// probes until one gets through a drained buffer.
+	for probes := uint64(1); ; probes++ {
+		sendBurst(t, cli, srv.LocalAddr(), 1)
+		deadline := time.Now().Add(100 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			st = srv.Stats()
+			if st.RxDatagrams+st.DropKernel == n+probes {
+				if st.DropKernel == 0 || st.RxIKE != st.RxDatagrams {
+					t.Fatalf("counters %+v", st)
+				}
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if probes == 50 {
+			t.Fatalf("received and dropped never add up to what was sent: %+v", st)
+		}
+	}
+}
+
 func TestSendMarker(t *testing.T) {
 	esp := []byte{0, 0, 1, 0, 0, 0, 0, 9, 0xEE}
 	for _, encap := range []bool{false, true} {

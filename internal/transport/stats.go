@@ -15,7 +15,11 @@ type Stats struct {
 	DropRunt      uint64 // too short for what their first octets announce
 	DropTruncated uint64 // larger than BufferSize (RxBytes counts their full length)
 	DropNotLocal  uint64 // sent to a local address outside SetLocalAddrs
-	RxErrors      uint64 // unexpected receive errors
+	// DropKernel counts datagrams the kernel dropped before they could be
+	// read, mostly because the receive buffer was full (SO_RXQ_OVFL). The
+	// kernel reports it with the next datagram that does arrive.
+	DropKernel uint64
+	RxErrors   uint64 // unexpected receive errors
 
 	TxDatagrams uint64 // datagrams handed to the kernel
 	TxBytes     uint64 // UDP payload octets of those, marker included
@@ -41,6 +45,7 @@ const (
 	cDropRunt
 	cDropTruncated
 	cDropNotLocal
+	cDropKernel
 	cRxErrors
 	cTxDatagrams
 	cTxBytes
@@ -78,6 +83,7 @@ func (c *counters) snapshot() Stats {
 		DropRunt:         c[cDropRunt].Load(),
 		DropTruncated:    c[cDropTruncated].Load(),
 		DropNotLocal:     c[cDropNotLocal].Load(),
+		DropKernel:       c[cDropKernel].Load(),
 		RxErrors:         c[cRxErrors].Load(),
 		TxDatagrams:      c[cTxDatagrams].Load(),
 		TxBytes:          c[cTxBytes].Load(),

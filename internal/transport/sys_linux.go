@@ -52,16 +52,26 @@ func batchUnavailable(e syscall.Errno) bool {
 	return e == unix.ENOSYS || e == unix.EPERM
 }
 
-// Control message space for one pktinfo; the larger IPv6 one serves both
-// families.
+// Control message space per datagram: a pktinfo (the larger IPv6 one serves
+// both families) and, on receive, the SO_RXQ_OVFL drop counter.
 var (
-	oobSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
-	cmsgHdr = unix.CmsgLen(0)
+	txOOBSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+	rxOOBSize = unix.CmsgSpace(unix.SizeofInet6Pktinfo) + unix.CmsgSpace(4)
+	cmsgHdr   = unix.CmsgLen(0)
 )
 
-// parsePktinfo returns the destination address and interface from received
-// control messages. It walks them without allocating.
-func parsePktinfo(oob []byte) (netip.Addr, int) {
+// control is what the receive control messages say about one datagram.
+type control struct {
+	local   netip.Addr // destination address
+	ifindex int
+	// drops is the socket's count of datagrams the kernel dropped, as of
+	// this one's arrival; the kernel sends it only once it is non-zero.
+	drops     uint32
+	haveDrops bool
+}
+
+// parseControl walks received control messages without allocating.
+func parseControl(oob []byte) (c control) {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		l := int(h.Len)
@@ -73,9 +83,13 @@ func parsePktinfo(oob []byte) (netip.Addr, int) {
 		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
 			// struct in_pktinfo: ifindex, spec_dst, addr (the header's
 			// destination, which is the address the peer used).
-			return netip.AddrFrom4([4]byte(data[8:12])), int(int32(binary.NativeEndian.Uint32(data[0:4])))
+			c.local = netip.AddrFrom4([4]byte(data[8:12]))
+			c.ifindex = int(int32(binary.NativeEndian.Uint32(data[0:4])))
 		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
-			return netip.AddrFrom16([16]byte(data[0:16])), int(binary.NativeEndian.Uint32(data[16:20]))
+			c.local = netip.AddrFrom16([16]byte(data[0:16]))
+			c.ifindex = int(binary.NativeEndian.Uint32(data[16:20]))
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
+			c.drops, c.haveDrops = binary.NativeEndian.Uint32(data[0:4]), true
 		}
 		next := unix.CmsgSpace(l - cmsgHdr)
 		if next > len(oob) {
@@ -83,7 +97,7 @@ func parsePktinfo(oob []byte) (netip.Addr, int) {
 		}
 		oob = oob[next:]
 	}
-	return netip.Addr{}, 0
+	return c
 }
 
 // putPktinfo writes a pktinfo control message selecting src as the source

@@ -39,7 +39,7 @@ func newTxState(s *Socket) *txState {
 		msgs:  make([]unix.Mmsghdr, s.batch),
 		iovs:  make([]unix.Iovec, 2*s.batch),
 		names: make([]sockaddr, s.batch),
-		oob:   make([]byte, s.batch*oobSize),
+		oob:   make([]byte, s.batch*txOOBSize),
 		sizes: make([]int, s.batch),
 	}
 	for i := range tx.msgs {
@@ -134,7 +134,7 @@ func (tx *txState) prepare(i int, d *Datagram) (int, error) {
 		if src.Is4() == s.v6 {
 			return 0, ErrAddressFamily
 		}
-		oob := tx.oob[i*oobSize : (i+1)*oobSize]
+		oob := tx.oob[i*txOOBSize : (i+1)*txOOBSize]
 		h.Control = &oob[0]
 		h.SetControllen(putPktinfo(oob, src, s.v6))
 	}
