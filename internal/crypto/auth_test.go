@@ -236,6 +236,7 @@ func TestSignVerifyAllMethods(t *testing.T) {
 			t.Fatalf("%s: raw ECDSA signature of %d octets, want %d", c.key, len(data), c.want.rawLen)
 		}
 		pub := certKey(t, key)
+		independentVerify(t, pub, method, data, signed)
 		if err := VerifyAuth(pub, method, data, signed, nil); err != nil {
 			t.Fatalf("%s %v: own signature refused: %v", c.key, c.peer, err)
 		}
@@ -383,5 +384,59 @@ func TestECDSAKnownAnswer(t *testing.T) {
 		if VerifyAuth(pub, method, data, []byte("abd"), nil) == nil {
 			t.Fatalf("%s: verified another message", c.curve.Params().Name)
 		}
+	}
+}
+
+// independentVerify checks AUTH data with the standard library alone,
+// following RFC 7296 §3.8 (method 1: PKCS#1 v1.5 over SHA-1), RFC 4754 §7
+// (r|s) and RFC 7427 §3 (length, AlgorithmIdentifier, signature).
+func independentVerify(t *testing.T, pub gocrypto.PublicKey, method wire.AuthMethod, data, signed []byte) {
+	t.Helper()
+	digest := func(h gocrypto.Hash) []byte {
+		d := h.New()
+		d.Write(signed)
+		return d.Sum(nil)
+	}
+	switch method {
+	case wire.AuthRSASig:
+		if err := rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), gocrypto.SHA1, digest(gocrypto.SHA1), data); err != nil {
+			t.Fatalf("method 1: %v", err)
+		}
+	case wire.AuthECDSA256, wire.AuthECDSA384, wire.AuthECDSA521:
+		h := map[wire.AuthMethod]gocrypto.Hash{wire.AuthECDSA256: gocrypto.SHA256, wire.AuthECDSA384: gocrypto.SHA384, wire.AuthECDSA521: gocrypto.SHA512}[method]
+		n := len(data) / 2
+		r, s := new(big.Int).SetBytes(data[:n]), new(big.Int).SetBytes(data[n:])
+		if !ecdsa.Verify(pub.(*ecdsa.PublicKey), digest(h), r, s) {
+			t.Fatalf("method %d: r|s does not verify", method)
+		}
+	case wire.AuthDigitalSig:
+		var ai pkix.AlgorithmIdentifier
+		n := int(data[0])
+		if rest, err := asn1.Unmarshal(data[1:1+n], &ai); err != nil || len(rest) != 0 {
+			t.Fatalf("method 14: AlgorithmIdentifier: %v", err)
+		}
+		sig := data[1+n:]
+		oids := map[string]gocrypto.Hash{
+			"1.2.840.113549.1.1.11": gocrypto.SHA256, "1.2.840.113549.1.1.12": gocrypto.SHA384, "1.2.840.113549.1.1.13": gocrypto.SHA512,
+			"1.2.840.10045.4.3.2": gocrypto.SHA256, "1.2.840.10045.4.3.3": gocrypto.SHA384, "1.2.840.10045.4.3.4": gocrypto.SHA512,
+		}
+		switch k := pub.(type) {
+		case *rsa.PublicKey:
+			h := oids[ai.Algorithm.String()]
+			if err := rsa.VerifyPKCS1v15(k, h, digest(h), sig); err != nil {
+				t.Fatalf("method 14 %v: %v", ai.Algorithm, err)
+			}
+		case *ecdsa.PublicKey:
+			h := oids[ai.Algorithm.String()]
+			if !ecdsa.VerifyASN1(k, digest(h), sig) {
+				t.Fatalf("method 14 %v: DER signature does not verify", ai.Algorithm)
+			}
+		case ed25519.PublicKey:
+			if ai.Algorithm.String() != "1.3.101.112" || !ed25519.Verify(k, signed, sig) {
+				t.Fatalf("method 14 %v: Ed25519 signature does not verify", ai.Algorithm)
+			}
+		}
+	default:
+		t.Fatalf("unexpected method %d", method)
 	}
 }
