@@ -324,7 +324,8 @@ func VerifyAuth(pub gocrypto.PublicKey, method wire.AuthMethod, data, signed []b
 		case *ecdsa.PublicKey:
 			return verifyECDSA(k, alg.hash, signed, sig)
 		case ed25519.PublicKey:
-			if !ed25519.Verify(k, signed, sig) {
+			// ed25519.Verify panics on a key of the wrong length.
+			if len(k) != ed25519.PublicKeySize || !ed25519.Verify(k, signed, sig) {
 				return ErrAuthFailed
 			}
 			return nil

@@ -278,3 +278,40 @@ func TestCheckChoice(t *testing.T) {
 		t.Fatalf("good choice refused: %v", err)
 	}
 }
+
+// FuzzSelect feeds parsed SA payloads to Select and checks the property
+// that ties both sides together: whatever our responder side accepts, our
+// initiator side must accept as an answer to the same offer.
+func FuzzSelect(f *testing.F) {
+	f.Add(wire.AppendSA(nil, []wire.Proposal{
+		ikeProp(1, tr(tENCR, wire.ENCR_AES_GCM_16, 256), tr(tENCR, wire.ENCR_AES_CBC, 256), tr(tPRF, wire.PRF_HMAC_SHA2_256),
+			tr(tINTEG, wire.AUTH_HMAC_SHA2_256_128), tr(tDH, wire.DH_CURVE25519), tr(tDH, wire.DH_ECP_256)),
+		ikeProp(2, tr(tENCR, wire.ENCR_AES_CBC, 128), tr(tPRF, wire.PRF_HMAC_SHA1), tr(tINTEG, wire.AUTH_HMAC_SHA1_96), tr(tDH, wire.DH_MODP_2048)),
+	}), uint16(wire.DH_CURVE25519))
+	f.Add(wire.AppendSA(nil, []wire.Proposal{
+		espProp(1, tr(tENCR, wire.ENCR_AES_GCM_16, 256), tr(tINTEG, wire.AUTH_NONE), tr(tESN, wire.ESN_YES), tr(tESN, wire.ESN_NO)),
+		espProp(2, tr(tENCR, wire.ENCR_AES_CBC, 128), tr(tINTEG, wire.AUTH_HMAC_SHA2_256_128), tr(tDH, wire.DH_CURVE25519), tr(tESN, wire.ESN_NO)),
+	}), uint16(wire.DH_NONE))
+	f.Fuzz(func(t *testing.T, body []byte, ke uint16) {
+		offered, err := wire.ParseSA(nil, body)
+		if err != nil {
+			return
+		}
+		for _, c := range []struct {
+			proto  wire.ProtocolID
+			policy []wire.Proposal
+		}{{wire.ProtoIKE, ikePolicy}, {wire.ProtoESP, espPolicy}} {
+			sel, err := Select(offered, c.policy, c.proto, ke)
+			if err != nil {
+				var ne *NegotiationError
+				if !errors.As(err, &ne) {
+					t.Fatalf("untyped error %v", err)
+				}
+				continue
+			}
+			if _, err := CheckChoice(offered, []wire.Proposal{sel.Proposal}, c.proto, ke); err != nil {
+				t.Fatalf("own selection %+v refused by CheckChoice: %v", sel.Proposal, err)
+			}
+		}
+	})
+}
