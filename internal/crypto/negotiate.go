@@ -128,7 +128,8 @@ var noneOnly = []wire.Transform{{ID: 0}}
 // acceptable with the KE's group is chosen with that group; if every
 // acceptable proposal needs another group, the error is INVALID_KE_PAYLOAD
 // with the group hike prefers. Without one, Diffie-Hellman transforms of
-// Child SA proposals are ignored.
+// Child SA proposals are ignored (an explicit NONE is echoed): RFC 7296 §1.2
+// allows no other group in IKE_AUTH.
 //
 // For INTEG, DH and ESN a policy that lists nothing of the type accepts
 // only NONE (or "no ESN") and an offer that omits the type. With an AEAD no
@@ -274,6 +275,11 @@ func match(o, p *byType, proto wire.ProtocolID, ke uint16) (*Selection, bool) {
 			}
 			out = append(out, wire.Transform{Type: wire.TransformDH, ID: t.ID})
 		}
+	} else if has(o.ts[wire.TransformDH], wire.Transform{ID: wire.DH_NONE}) {
+		// Without a KE payload only NONE can be meant; echo it when the
+		// peer spelled it out, since the answer holds one transform of
+		// each type offered.
+		out = append(out, wire.Transform{Type: wire.TransformDH, ID: wire.DH_NONE})
 	}
 
 	// ESN exists for ESP only.

@@ -205,6 +205,15 @@ func TestSelectESP(t *testing.T) {
 	if _, ok := ids(sel.Proposal.Transforms)[tDH]; ok {
 		t.Fatal("DH sent back without a KE")
 	}
+	// An explicit DH NONE is echoed.
+	explicit := []wire.Proposal{espProp(1, tr(tENCR, wire.ENCR_AES_GCM_16, 256), tr(tDH, wire.DH_NONE), tr(tESN, wire.ESN_NO))}
+	sel, err = Select(explicit, espPolicy, wire.ProtoESP, wire.DH_NONE)
+	if err != nil || sel.DH != nil {
+		t.Fatalf("explicit DH NONE: %v", err)
+	}
+	if dh, ok := ids(sel.Proposal.Transforms)[tDH]; !ok || dh.ID != wire.DH_NONE {
+		t.Fatal("DH NONE offered but not echoed")
+	}
 	// CREATE_CHILD_SA with PFS.
 	sel, err = Select(offer, espPolicy, wire.ProtoESP, wire.DH_CURVE25519)
 	if err != nil || sel.DH == nil || sel.DH.ID() != wire.DH_CURVE25519 {
