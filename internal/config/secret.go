@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -67,7 +68,7 @@ const StateKeySize = 32
 // readStateKey reads a key file holding StateKeySize bytes as hex, with
 // optional surrounding whitespace.
 func readStateKey(path string) (Secret, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSmallFile(path)
 	if err != nil {
 		return Secret{}, fileError(path, err)
 	}
@@ -95,11 +96,40 @@ func (k PrivateKey) MarshalText() ([]byte, error) {
 	return []byte(redacted), nil
 }
 
+// maxFileSize bounds files the configuration points at (certificates,
+// keys, secrets); none is legitimately larger.
+const maxFileSize = 1 << 20
+
+// readSmallFile reads a regular file of at most maxFileSize bytes, so that
+// a path pointing at a FIFO or /dev/zero fails instead of hanging.
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxFileSize)
+	}
+	return data, nil
+}
+
 // fileError words a file problem so that the file is named once.
 func fileError(path string, err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %v", path, pe.Err)
+		err = pe.Err
 	}
 	return fmt.Errorf("%s: %v", path, err)
 }
@@ -107,7 +137,7 @@ func fileError(path string, err error) error {
 // readCerts reads one or more X.509 certificates, PEM (any number of
 // CERTIFICATE blocks) or a single DER certificate.
 func readCerts(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSmallFile(path)
 	if err != nil {
 		return nil, fileError(path, err)
 	}
@@ -141,7 +171,7 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 // readKey reads a PEM private key (PKCS#8, SEC 1 EC or PKCS#1 RSA). Its
 // errors describe the form, never the content.
 func readKey(path string) (crypto.Signer, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSmallFile(path)
 	if err != nil {
 		return nil, fileError(path, err)
 	}
