@@ -12,8 +12,8 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Defaults, named so docs/config.md and the code cannot drift apart
-// unnoticed (the tests compare them).
+// Defaults, named so that docs/config.md and the code cannot drift apart
+// unnoticed: TestDocsCoverSchema looks for each one in the reference.
 const (
 	DefaultPort                    = 500
 	DefaultNATTPort                = 4500
