@@ -101,7 +101,7 @@ func (rx *rxState) read(fd uintptr) bool {
 			return false
 		default:
 			rx.n, rx.errno = 0, e
-			rx.used = 0
+			rx.used = len(rx.msgs) // the kernel may have touched any slot
 		}
 		return true
 	}

@@ -715,3 +715,49 @@ func TestNoAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentSend: senders share a socket, each with its own pooled
+// scratch.
+func TestConcurrentSend(t *testing.T) {
+	const senders, each = 4, 50
+	srv := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0), ReadBuffer: 1 << 20})
+	cli := listen(t, ListenConfig{Addr: netip.AddrPortFrom(any4, 0), Encap: true})
+	r := newRecorder()
+	serve(t, srv, r)
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				ds := []Datagram{{Kind: KindIKE, Local: lo4, Remote: srv.LocalAddr(), Data: ikeMsg(byte(g))}, {Kind: KindKeepalive, Local: lo4, Remote: srv.LocalAddr()}}
+				if n, err := cli.Send(ds); n != 2 || err != nil {
+					t.Errorf("sender %d, round %d: %d, %v", g, i, n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	perSender := make(map[byte]int)
+	for range senders * each {
+		p := r.next(t)
+		// The server is not the NAT-T port: it sees the marker.
+		if !bytes.Equal(p.data[:4], []byte{0, 0, 0, 0}) || len(p.data) != 32 {
+			t.Fatalf("got %x", p.data)
+		}
+		perSender[p.data[4+7]]++
+	}
+	for g := range senders {
+		if perSender[byte(g)] != each {
+			t.Fatalf("sender %d: %d datagrams arrived", g, perSender[byte(g)])
+		}
+	}
+	st := waitStats(t, srv, func(st Stats) bool { return st.RxDatagrams == 2*senders*each })
+	if st.DropRunt != senders*each { // keepalives are runts on the IKE port
+		t.Fatalf("server counters %+v", st)
+	}
+	if st := cli.Stats(); st.TxDatagrams != 2*senders*each || st.TxBytes != senders*each*(32+1) {
+		t.Fatalf("client counters %+v", st)
+	}
+}

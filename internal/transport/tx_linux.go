@@ -77,33 +77,25 @@ func (tx *txState) write(fd uintptr) bool {
 	}
 }
 
-// prepare fills slot i for d and returns the payload length.
+// prepare checks d and fills slot i for it, returning the UDP payload
+// length. Nothing is written to the slot unless d is valid.
 func (tx *txState) prepare(i int, d *Datagram) (int, error) {
 	s := tx.s
-	if !d.Remote.IsValid() {
+	remote := d.Remote.Addr().Unmap()
+	if !d.Remote.IsValid() || remote.Is4() == s.v6 {
 		return 0, ErrAddressFamily
 	}
-	remote := d.Remote.Addr()
-	if s.v6 {
-		if !remote.Is6() || remote.Is4In6() {
-			return 0, ErrAddressFamily
-		}
-	} else {
-		remote = remote.Unmap()
-		if !remote.Is4() {
-			return 0, ErrAddressFamily
-		}
+	src := d.Local.Unmap()
+	if !src.IsValid() || src.IsUnspecified() {
+		src = netip.Addr{} // the kernel chooses
+	} else if src.Is4() == s.v6 {
+		return 0, ErrAddressFamily
 	}
-	iov := tx.iovs[2*i : 2*i+2]
-	nio := 0
+	marker := false
 	data := d.Data
 	switch d.Kind {
 	case KindIKE:
-		if s.encap {
-			iov[0].Base = &nonESPMarker[0]
-			iov[0].SetLen(NonESPMarkerLen)
-			nio++
-		}
+		marker = s.encap
 	case KindESP:
 		if !s.encap {
 			return 0, ErrNotEncap
@@ -116,24 +108,26 @@ func (tx *txState) prepare(i int, d *Datagram) (int, error) {
 	default:
 		return 0, ErrKind
 	}
-	size := len(data)
-	if size > 0 {
-		iov[nio].Base = &data[0]
-		iov[nio].SetLen(size)
+
+	iov := tx.iovs[2*i : 2*i+2]
+	nio, size := 0, len(data)
+	if marker {
+		iov[0].Base = &nonESPMarker[0]
+		iov[0].SetLen(NonESPMarkerLen)
 		nio++
-	}
-	if nio == 2 {
 		size += NonESPMarkerLen
+	}
+	if len(data) > 0 {
+		iov[nio].Base = &data[0]
+		iov[nio].SetLen(len(data))
+		nio++
 	}
 	h := &tx.msgs[i].Hdr
 	h.SetIovlen(nio)
 	h.Namelen = putSockaddr(&tx.names[i], netip.AddrPortFrom(remote, d.Remote.Port()), s.v6)
 	h.Control = nil
 	h.SetControllen(0)
-	if src := d.Local.Unmap(); src.IsValid() && !src.IsUnspecified() {
-		if src.Is4() == s.v6 {
-			return 0, ErrAddressFamily
-		}
+	if src.IsValid() {
 		oob := tx.oob[i*txOOBSize : (i+1)*txOOBSize]
 		h.Control = &oob[0]
 		h.SetControllen(putPktinfo(oob, src, s.v6))
