@@ -24,6 +24,7 @@ type rxState struct {
 	oob   []byte
 	bufs  []*Buffer
 	pkt   Packet
+	ender BatchEnder // the handler, if it wants to know
 	t     tally
 	used  int    // slots the previous read filled, to be reset
 	drops uint32 // the kernel's drop count as last reported
@@ -117,6 +118,7 @@ func (s *Socket) Serve(h Handler) error {
 	defer s.serving.Store(false)
 	rx := newRxState(s)
 	defer rx.release()
+	rx.ender, _ = h.(BatchEnder)
 	for {
 		if err := rx.readBatch(h); err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -144,6 +146,7 @@ func (rx *rxState) readBatch(h Handler) error {
 		return nil
 	}
 	t[cRxBatches]++
+	delivered := false
 	for i := range rx.n {
 		m := &rx.msgs[i]
 		t[cRxDatagrams]++
@@ -198,6 +201,10 @@ func (rx *rxState) readBatch(h Handler) error {
 			rx.iovs[i].Base = &rx.bufs[i].b[0]
 		}
 		*p = Packet{}
+		delivered = true
+	}
+	if delivered && rx.ender != nil {
+		rx.ender.EndBatch()
 	}
 	s.stats.add(t)
 	return nil

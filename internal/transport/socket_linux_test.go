@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -536,6 +537,43 @@ func TestBatchReceive(t *testing.T) {
 		if rx.RxBatchFallbacks != 0 || tx.TxBatchFallbacks != 0 {
 			t.Fatalf("unexpected fallback: %+v %+v", rx, tx)
 		}
+	}
+}
+
+type batchCounter struct {
+	nopHandler
+	ends    int
+	inBatch int
+	sizes   []int
+}
+
+func (b *batchCounter) HandleIKE(p *Packet) { b.inBatch++ }
+func (b *batchCounter) EndBatch() {
+	b.sizes = append(b.sizes, b.inBatch)
+	b.inBatch = 0
+}
+
+func TestEndBatch(t *testing.T) {
+	srv := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0), Encap: true, BatchSize: 8})
+	// 20 IKE messages, queued before Serve so that batches are full ...
+	c := client(t, lo4)
+	for i := range 20 {
+		sendTo(t, c, srv.LocalAddr(), withMarker(ikeMsg(byte(i))))
+	}
+	// ... and a batch of keepalives only, which delivers nothing.
+	for range 8 {
+		sendTo(t, c, srv.LocalAddr(), []byte{0xFF})
+	}
+	b := &batchCounter{}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(b) }()
+	waitStats(t, srv, func(st Stats) bool { return st.RxDatagrams == 28 })
+	srv.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{8, 8, 4}; !slices.Equal(b.sizes, want) || b.inBatch != 0 {
+		t.Fatalf("batches delivered %v (+%d pending), want %v", b.sizes, b.inBatch, want)
 	}
 }
 

@@ -96,6 +96,15 @@ type Handler interface {
 	HandleESP(p *Packet)
 }
 
+// BatchEnder is implemented by a Handler that wants to know when the
+// packets read by one receive call have all been delivered, for example to
+// hand queued work to its workers once per batch rather than once per
+// packet. EndBatch runs on the receive goroutine after every batch that
+// delivered at least one packet.
+type BatchEnder interface {
+	EndBatch()
+}
+
 // Datagram is one message to send.
 type Datagram struct {
 	// Kind is KindIKE, KindESP or KindKeepalive (Data is then ignored).
