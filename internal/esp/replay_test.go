@@ -423,3 +423,31 @@ func TestReplayCheckedBeforeAuth(t *testing.T) {
 		}
 	}
 }
+
+// How far an ESN sender may jump ahead (an RFC 6311 outbound advance the
+// receiver is not told about) and still be understood: the receiver infers
+// the high-order bits correctly for jumps up to 2^32 - W (RFC 4303 A2.2),
+// so the 2^30 that RFC 6311 §5.2 suggests is safe.
+func TestESNJumpLimit(t *testing.T) {
+	const top, w = 5000, DefaultReplayWindow
+	for _, c := range []struct {
+		jump uint64
+		ok   bool
+	}{
+		{1 << 30, true},
+		{1<<32 - w, true},
+		{1<<32 - w + 1, false},
+	} {
+		out, in := pair(t, algs[2], true)
+		in.SetReplayState(ReplayState{Top: top})
+		out.SetOutboundSeq(top + c.jump - 1)
+		pkt, _ := out.Seal(nil, innerPacket(64), 4)
+		_, _, err := in.Open(nil, pkt)
+		if (err == nil) != c.ok {
+			t.Fatalf("jump %#x: err %v, want success %t", c.jump, err, c.ok)
+		}
+		if err == nil && in.ReplayState().Top != top+c.jump {
+			t.Fatalf("jump %#x: top %#x", c.jump, in.ReplayState().Top)
+		}
+	}
+}
