@@ -39,5 +39,6 @@ counters with the peer through RFC 6311 instead of replicating every DPD.`,
 			fmt.Fprintln(cmd.OutOrStdout(), "hike", version)
 		},
 	})
+	root.AddCommand(newServeCmd(), newConfigCmd())
 	return root
 }

@@ -123,7 +123,7 @@ func (e *Engine) respondAuth(sa *SA, in *inbound, w *wire.Builder) (postAction, 
 	sa.peerID = wire.ID{Type: req.id.Type, Data: bytes.Clone(req.id.Data)}
 
 	// Our identity and AUTH.
-	localID := conn.LocalID
+	localID := sa.ourID()
 	w.AddID(wire.PayloadIDr, localID)
 	if conn.LocalAuth.Method == AuthPubKey && conn.LocalAuth.Cert != nil {
 		w.AddCert(wire.Cert{Encoding: wire.CertX509Signature, Data: conn.LocalAuth.Cert.Raw})
@@ -198,11 +198,11 @@ func (sa *SA) hs0() *handshake { return sa.hs }
 // same addresses and suite that does (strongSwan calls this switching
 // configs).
 func (e *Engine) authConn(sa *SA, id wire.ID) *Conn {
-	if sa.conn.RemoteID.Match(id) {
+	if sa.conn.acceptsID(id) {
 		return sa.conn
 	}
 	for _, c := range e.cfg.Conns {
-		if c != sa.conn && c.matchAddrs(addrOf(sa.local), addrOf(sa.remote)) && c.RemoteID.Match(id) &&
+		if c != sa.conn && c.matchAddrs(addrOf(sa.local), addrOf(sa.remote)) && c.acceptsID(id) &&
 			offersSuite(c.IKEProposals, sa.suite) {
 			return c
 		}
@@ -434,7 +434,8 @@ func (*authExchange) kind() wire.ExchangeType { return wire.IKE_AUTH }
 
 func (x *authExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
 	conn := sa.conn
-	w.AddID(wire.PayloadIDi, conn.LocalID)
+	localID := sa.ourID()
+	w.AddID(wire.PayloadIDi, localID)
 	if conn.LocalAuth.Method == AuthPubKey && conn.LocalAuth.Cert != nil {
 		w.AddCert(wire.Cert{Encoding: wire.CertX509Signature, Data: conn.LocalAuth.Cert.Raw})
 		for _, c := range conn.LocalAuth.Chain {
@@ -442,10 +443,10 @@ func (x *authExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
 		}
 	}
 	e.addCertReq(w, conn)
-	if conn.RemoteID.Type != 0 && bytes.IndexByte(conn.RemoteID.Data, '*') < 0 {
-		w.AddID(wire.PayloadIDr, wire.ID{Type: conn.RemoteID.Type, Data: conn.RemoteID.Data})
+	if conn.RemoteIDHint.Type != 0 {
+		w.AddID(wire.PayloadIDr, conn.RemoteIDHint)
 	}
-	idBody := conn.LocalID.Append(nil)
+	idBody := localID.Append(nil)
 	signed := crypto.SignedOctets(nil, sa.suite.PRF, sa.hs.initMsg, sa.hs.nr, sa.keys.Pi, idBody)
 	method, data, err := e.signAuth(sa, signed)
 	if err != nil {
@@ -492,7 +493,7 @@ func (x *authExchange) process(e *Engine, sa *SA, in *inbound) error {
 		e.remove(sa, "IKE_AUTH failed")
 		return err
 	}
-	if !sa.conn.RemoteID.Match(resp.id) {
+	if !sa.conn.acceptsID(resp.id) {
 		x.releaseChild()
 		e.remove(sa, "unexpected responder identity")
 		return fmt.Errorf("responder identity %s does not match policy", idString(resp.id))
@@ -610,4 +611,19 @@ func tsString(ts []wire.TrafficSelector) string {
 		}
 	}
 	return b.String()
+}
+
+// ourID is the identity we assert: the configured one, or by default our
+// IKE address (what strongSwan does too).
+func (sa *SA) ourID() wire.ID {
+	if sa.conn.LocalID.Type != 0 {
+		return sa.conn.LocalID
+	}
+	a := addrOf(sa.local)
+	if a.Is4() {
+		v := a.As4()
+		return wire.ID{Type: wire.ID_IPV4_ADDR, Data: v[:]}
+	}
+	v := a.As16()
+	return wire.ID{Type: wire.ID_IPV6_ADDR, Data: v[:]}
 }

@@ -352,14 +352,28 @@ func (e *Engine) uninstallChild(sa *SA, c *ChildSA) {
 	dp.RemovePolicies(e.policies(sa, c))
 }
 
-// updateChildEncap follows a NAT rebinding in the data plane.
-func (e *Engine) updateChildEncap(sa *SA, c *ChildSA) {
-	// The kernel keys SAs by address, so a moved peer needs new SAs; the
-	// userspace plane keys by SPI. Either way the simplest correct thing is
-	// to reinstall the pair with the same keys, which the data plane cannot
-	// give back; hike therefore rekeys the Child SA instead.
-	if c.state == childInstalled {
+// updateChildEncap follows a NAT rebinding in the data plane. A new port
+// only changes the UDP encapsulation, which the data plane updates in
+// place; a new address changes the SA's identity in the kernel (destination
+// and SPI), so the Child SA is rekeyed onto the new path instead.
+func (e *Engine) updateChildEncap(sa *SA, c *ChildSA, oldRemote netip.AddrPort) {
+	if !c.installed || e.cfg.Dataplane == nil || c.state != childInstalled {
+		return
+	}
+	if oldRemote.Addr() != sa.remote.Addr() {
 		e.enqueue(sa, &childRekeyExchange{old: c})
+		return
+	}
+	in := dataplane.SA{ID: dataplane.SAID{SPI: c.spiIn, Src: addrOf(sa.remote), Dst: addrOf(sa.local)},
+		Encap: &dataplane.UDPEncap{SrcPort: sa.remote.Port(), DstPort: sa.local.Port()}}
+	out := dataplane.SA{ID: dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)},
+		Encap: &dataplane.UDPEncap{SrcPort: sa.local.Port(), DstPort: sa.remote.Port()}}
+	for _, u := range []dataplane.SA{in, out} {
+		if err := e.cfg.Dataplane.UpdateSA(u); err != nil {
+			e.log.Warn("cannot follow NAT rebinding; rekeying", "sa", sa.logID(), "spi", hex32(u.ID.SPI), "err", err)
+			e.enqueue(sa, &childRekeyExchange{old: c})
+			return
+		}
 	}
 }
 

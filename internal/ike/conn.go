@@ -24,10 +24,15 @@ type Conn struct {
 	RemoteAddrs []netip.Prefix
 	RemotePort  uint16 // for initiation; 0 means 500
 
-	LocalID    wire.ID
-	RemoteID   IDPattern
-	LocalAuth  Auth
-	RemoteAuth Auth
+	LocalID wire.ID
+	// RemoteID decides which peer identities the connection accepts; nil
+	// accepts any authenticated identity.
+	RemoteID IDMatcher
+	// RemoteIDHint, if set, goes into the IDr payload of our IKE_AUTH
+	// request to tell a responder with several identities which to use.
+	RemoteIDHint wire.ID
+	LocalAuth    Auth
+	RemoteAuth   Auth
 
 	IKEProposals []wire.Proposal
 	Children     []*ChildConfig
@@ -69,30 +74,36 @@ type Auth struct {
 	CACerts []*x509.Certificate
 }
 
-// IDPattern matches a peer's identity. The zero value matches anything;
-// Data may contain '*' wildcards (path.Match rules) for FQDN and RFC 822
-// identities.
+// IDMatcher decides whether a peer's identity is acceptable.
+// config.Identity implements it.
+type IDMatcher interface {
+	Matches(t wire.IDType, data []byte) bool
+}
+
+// IDPattern is a simple IDMatcher: a type (0 for any) and data that may
+// contain '*' wildcards (path.Match rules) for FQDN and RFC 822 identities.
 type IDPattern struct {
-	Type wire.IDType // 0 matches any type
+	Type wire.IDType
 	Data []byte
 }
 
-// Match reports whether id satisfies p.
-func (p IDPattern) Match(id wire.ID) bool {
+// Matches reports whether the identity t/data satisfies p.
+func (p IDPattern) Matches(t wire.IDType, data []byte) bool {
 	if p.Type == 0 && len(p.Data) == 0 {
 		return true
 	}
-	if p.Type != 0 && p.Type != id.Type {
+	if p.Type != 0 && p.Type != t {
 		return false
 	}
-	if bytes.IndexByte(p.Data, '*') >= 0 && (id.Type == wire.ID_FQDN || id.Type == wire.ID_RFC822_ADDR) {
-		ok, _ := path.Match(strings.ToLower(string(p.Data)), strings.ToLower(string(id.Data)))
+	if t == wire.ID_FQDN || t == wire.ID_RFC822_ADDR {
+		ok, _ := path.Match(strings.ToLower(string(p.Data)), strings.ToLower(string(data)))
 		return ok
 	}
-	if id.Type == wire.ID_FQDN || id.Type == wire.ID_RFC822_ADDR {
-		return strings.EqualFold(string(p.Data), string(id.Data))
-	}
-	return bytes.Equal(p.Data, id.Data)
+	return bytes.Equal(p.Data, data)
+}
+
+func (c *Conn) acceptsID(id wire.ID) bool {
+	return c.RemoteID == nil || c.RemoteID.Matches(id.Type, id.Data)
 }
 
 // ChildConfig is the policy for one kind of Child SA.

@@ -93,7 +93,7 @@ type Engine struct {
 	reqIDs   atomic.Uint32
 	stats    Stats
 	logLimit rateLimiter
-	bufs     sync.Pool
+	bufs     bufferPools
 }
 
 // job is one unit of work for a worker: a datagram, or a timer firing.
@@ -106,7 +106,35 @@ type job struct {
 	timer  bool
 }
 
-const maxDatagram = 65535
+// bufferPools keep copies of received datagrams in buffers of the size
+// they need: a DPD request is under 100 octets, an IKE_AUTH with
+// certificates a few KiB. Queued work then holds little memory even when
+// the queues are full.
+type bufferPools [3]sync.Pool
+
+var bufferSizes = [3]int{512, 4096, 65535}
+
+func (p *bufferPools) get(n int) *[]byte {
+	for i, size := range bufferSizes {
+		if n <= size {
+			if b, ok := p[i].Get().(*[]byte); ok {
+				return b
+			}
+			b := make([]byte, size)
+			return &b
+		}
+	}
+	return nil
+}
+
+func (p *bufferPools) put(b *[]byte) {
+	for i, size := range bufferSizes {
+		if cap(*b) == size {
+			p[i].Put(b)
+			return
+		}
+	}
+}
 
 // New creates an engine; Start runs it.
 func New(cfg Config) *Engine {
@@ -115,12 +143,11 @@ func New(cfg Config) *Engine {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		table: NewTable(),
-		fast:  make(chan job, 65536),
+		fast:  make(chan job, 16384),
 		hs:    make(chan job, cfg.HandshakeQueue),
 		quit:  make(chan struct{}),
 		now:   time.Now,
 	}
-	e.bufs.New = func() any { b := make([]byte, maxDatagram); return &b }
 	e.cookies.rotate()
 	e.logLimit.init(20, time.Second)
 	e.wheel = newWheel(50*time.Millisecond, 8192, func(sa *SA) {
@@ -131,6 +158,11 @@ func New(cfg Config) *Engine {
 	})
 	return e
 }
+
+// SetDataplane sets the data plane before Start; the daemon opens it after
+// the engine exists because the userspace plane sends through the same
+// sockets.
+func (e *Engine) SetDataplane(dp dataplane.Backend) { e.cfg.Dataplane = dp }
 
 // Start launches the workers and the timer wheel.
 func (e *Engine) Start() {
@@ -175,7 +207,7 @@ func (e *Engine) run(j job) {
 		sa.mu.Unlock()
 		return
 	}
-	defer e.bufs.Put(j.buf)
+	defer e.bufs.put(j.buf)
 	b := (*j.buf)[:j.n]
 	if j.sa == nil {
 		e.handleInitRequest(j.local, j.remote, b)
@@ -224,12 +256,12 @@ func (e *Engine) HandleIKE(local, remote netip.AddrPort, b []byte) {
 			queue = e.hs
 		}
 	}
-	buf := e.bufs.Get().(*[]byte)
+	buf := e.bufs.get(len(b))
 	n := copy(*buf, b)
 	select {
 	case queue <- job{sa: sa, buf: buf, n: n, local: local, remote: remote}:
 	default:
-		e.bufs.Put(buf)
+		e.bufs.put(buf)
 		e.stats.QueueDrops.Add(1)
 	}
 }

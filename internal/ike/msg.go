@@ -281,10 +281,11 @@ func (e *Engine) followPeer(sa *SA, local, remote netip.AddrPort) {
 		return
 	}
 	e.log.Info("peer moved", "sa", sa.logID(), "from", sa.remote, "to", remote)
+	old := sa.remote
 	sa.remote = remote
 	sa.local = local
 	for _, c := range sa.children {
-		e.updateChildEncap(sa, c)
+		e.updateChildEncap(sa, c, old)
 	}
 }
 

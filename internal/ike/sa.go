@@ -74,8 +74,8 @@ type SA struct {
 	sk    *crypto.SK
 	ext   Extensions
 
-	localID, peerID wire.ID // peerID.Data is owned, not aliased
-	vip             netip.Addr
+	peerID wire.ID // Data is owned, not aliased
+	vip    netip.Addr
 
 	// Handshake material, dropped once the SA is established.
 	hs *handshake

@@ -1,0 +1,242 @@
+// Package daemon assembles `hike serve`: it turns a configuration into
+// sockets, a data plane, the IKE engine and the control socket, runs them,
+// and takes them down again. It holds no protocol logic of its own.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/hike-vpn/hike/internal/config"
+	"github.com/hike-vpn/hike/internal/dataplane"
+	"github.com/hike-vpn/hike/internal/dataplane/xfrm"
+	"github.com/hike-vpn/hike/internal/ike"
+	"github.com/hike-vpn/hike/internal/transport"
+)
+
+// Options adjust a daemon beyond its configuration file.
+type Options struct {
+	Logger *slog.Logger
+	// Dataplane, if set, is used instead of the configured one: tests run
+	// the engine against an in-memory plane, the load generator against
+	// none (NoDataplane).
+	Dataplane   dataplane.Backend
+	NoDataplane bool
+}
+
+// Daemon is one running hike node.
+type Daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	engine  *ike.Engine
+	dp      dataplane.Backend
+	sockets []*transport.Socket
+	esp     espHandler
+	wg      sync.WaitGroup
+}
+
+// espHandler is the part of a userspace data plane that takes ESP-in-UDP
+// packets from the NAT-T socket.
+type espHandler interface {
+	HandleESP(local netip.Addr, remote netip.AddrPort, pkt []byte)
+}
+
+// New builds a daemon from cfg without starting anything that talks to the
+// network.
+func New(cfg *config.Config, opts Options) (*Daemon, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &Daemon{cfg: cfg, log: log}
+	cs, err := conns(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.engine = ike.New(ike.Config{
+		Conns:           cs,
+		Send:            d.sendIKE,
+		Logger:          log,
+		CookieThreshold: cfg.Limits.HalfOpenCookieThreshold,
+	})
+	switch {
+	case opts.NoDataplane:
+	case opts.Dataplane != nil:
+		d.dp = opts.Dataplane
+	default:
+		if d.dp, err = d.openDataplane(); err != nil {
+			return nil, err
+		}
+	}
+	if d.dp != nil {
+		d.engine.SetDataplane(d.dp)
+		if h, ok := d.dp.(espHandler); ok {
+			d.esp = h
+		}
+	}
+	return d, nil
+}
+
+// openDataplane starts the configured data plane. An explicit xfrm on a
+// kernel without ESP fails here, before any socket is opened.
+func (d *Daemon) openDataplane() (dataplane.Backend, error) {
+	kind, err := dataplane.ParseKind(d.cfg.Dataplane.Kind)
+	if err != nil {
+		return nil, err
+	}
+	sel, err := dataplane.Select(kind, xfrm.Probe)
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("data plane selected", "kind", sel.Kind, "reason", sel.Reason)
+	switch sel.Kind {
+	case dataplane.KindXFRM:
+		return xfrm.Open(xfrm.Options{})
+	case dataplane.KindUserspace:
+		return openUserspace(d)
+	}
+	return nil, fmt.Errorf("unknown data plane %q", sel.Kind)
+}
+
+// Engine returns the IKE engine (for the control socket).
+func (d *Daemon) Engine() *ike.Engine { return d.engine }
+
+// Run opens the sockets, starts the engine and serves until ctx ends.
+func (d *Daemon) Run(ctx context.Context) error {
+	var cfgs []transport.ListenConfig
+	for _, a := range d.cfg.Listen.Addrs {
+		cfgs = append(cfgs,
+			transport.ListenConfig{Addr: netip.AddrPortFrom(a, d.cfg.Listen.Port), ReuseAddr: true},
+			transport.ListenConfig{Addr: netip.AddrPortFrom(a, d.cfg.Listen.NATTPort), Encap: true, ReuseAddr: true})
+	}
+	socks, err := transport.ListenAll(cfgs)
+	if err != nil {
+		return err
+	}
+	d.sockets = socks
+	d.engine.Start()
+	for _, s := range socks {
+		d.wg.Add(1)
+		go func(s *transport.Socket) {
+			defer d.wg.Done()
+			if err := s.Serve(d); err != nil {
+				d.log.Error("socket failed", "addr", s.LocalAddr(), "err", err)
+			}
+		}(s)
+		d.log.Info("listening", "addr", s.LocalAddr(), "natt", s.Encap())
+	}
+	d.startConnections()
+	<-ctx.Done()
+	d.shutdown()
+	return nil
+}
+
+func (d *Daemon) shutdown() {
+	for _, s := range d.sockets {
+		s.Close()
+	}
+	d.wg.Wait()
+	d.engine.Close()
+	if d.dp != nil {
+		if c, ok := d.dp.(interface{ Close() error }); ok {
+			c.Close()
+		}
+	}
+}
+
+// startConnections initiates the connections whose children say
+// start_action: start.
+func (d *Daemon) startConnections() {
+	for _, c := range d.cfg.Connections {
+		start := false
+		for _, ch := range c.Children {
+			start = start || ch.StartAction == config.StartStart
+		}
+		if !start {
+			continue
+		}
+		if err := d.Initiate(c.Name, nil); err != nil {
+			d.log.Error("cannot start connection", "conn", c.Name, "err", err)
+		}
+	}
+}
+
+// Initiate starts an IKE SA for a connection from the address the kernel
+// would use to reach its peer.
+func (d *Daemon) Initiate(name string, done func(ike.SAInfo, error)) error {
+	c := d.cfg.Connection(name)
+	if c == nil {
+		return fmt.Errorf("no connection %q", name)
+	}
+	if len(c.Remote.Addrs) == 0 || !c.Remote.Addrs[0].IsSingleIP() {
+		return fmt.Errorf("connection %q has no single remote address", name)
+	}
+	remote := netip.AddrPortFrom(c.Remote.Addrs[0].Addr(), d.cfg.Listen.Port)
+	local, err := sourceFor(remote)
+	if err != nil {
+		return err
+	}
+	return d.engine.Initiate(name, netip.AddrPortFrom(local, d.cfg.Listen.Port), done)
+}
+
+// sourceFor asks the kernel which source address it would use towards
+// remote: connecting a UDP socket routes without sending anything.
+func sourceFor(remote netip.AddrPort) (netip.Addr, error) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(remote))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("no route to %v: %w", remote, err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
+
+// HandleIKE implements transport.Handler.
+func (d *Daemon) HandleIKE(p *transport.Packet) {
+	local := netip.AddrPortFrom(p.Local, p.Conn.LocalAddr().Port())
+	d.engine.HandleIKE(local, p.Remote, p.Data)
+}
+
+// HandleESP implements transport.Handler.
+func (d *Daemon) HandleESP(p *transport.Packet) {
+	if d.esp != nil {
+		d.esp.HandleESP(p.Local, p.Remote, p.Data)
+	}
+}
+
+var errNoSocket = errors.New("no socket for this address family and port")
+
+// sendIKE is the engine's way out: the socket of the right family and port.
+func (d *Daemon) sendIKE(local, remote netip.AddrPort, msg []byte) error {
+	s := d.socket(remote.Addr().Unmap().Is4(), local.Port() == d.cfg.Listen.NATTPort)
+	if s == nil {
+		return errNoSocket
+	}
+	src := local.Addr()
+	if src.IsUnspecified() {
+		src = netip.Addr{}
+	}
+	return s.SendIKE(src, netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), msg)
+}
+
+func (d *Daemon) sendESP(local netip.Addr, remote netip.AddrPort, pkt []byte) error {
+	s := d.socket(remote.Addr().Unmap().Is4(), true)
+	if s == nil {
+		return errNoSocket
+	}
+	return s.SendESP(local, remote, pkt)
+}
+
+func (d *Daemon) socket(v4, natt bool) *transport.Socket {
+	for _, s := range d.sockets {
+		a := s.LocalAddr()
+		if a.Addr().Unmap().Is4() == v4 && s.Encap() == natt {
+			return s
+		}
+	}
+	return nil
+}
