@@ -53,6 +53,17 @@ func (l *lab) run(args ...string) {
 	}
 }
 
+// batch runs iproute2 commands in one process inside ns: under TCG every
+// exec of the dynamically linked ip costs a noticeable fraction of a second.
+func (l *lab) batch(ns string, cmds ...string) {
+	l.t.Helper()
+	cmd := exec.Command(l.ip, "-n", ns, "-batch", "-")
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("ip -n %s -batch: %v\n%s\n%s", ns, err, strings.Join(cmds, "\n"), out)
+	}
+}
+
 // newLab creates two namespaces joined by a veth pair and opens a backend
 // in each. Everything is removed when the test ends, also on failure.
 func newLab(t *testing.T) *lab {
@@ -62,18 +73,21 @@ func newLab(t *testing.T) *lab {
 	l := &lab{t: t, ip: ipTool(t), outerA: netip.MustParseAddr("192.168.100.1"), outerB: netip.MustParseAddr("192.168.100.2")}
 	suffix := fmt.Sprint(os.Getpid())
 	l.nsA, l.nsB = "hkA"+suffix, "hkB"+suffix
+	t.Cleanup(func() {
+		exec.Command(l.ip, "netns", "del", l.nsA).Run()
+		exec.Command(l.ip, "netns", "del", l.nsB).Run()
+	})
 	l.run("netns", "add", l.nsA)
-	t.Cleanup(func() { exec.Command(l.ip, "netns", "del", l.nsA).Run() })
 	l.run("netns", "add", l.nsB)
-	t.Cleanup(func() { exec.Command(l.ip, "netns", "del", l.nsB).Run() })
-	l.run("-n", l.nsA, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", l.nsB)
-	for _, c := range [][]string{
-		{"-n", l.nsA, "link", "set", "lo", "up"}, {"-n", l.nsB, "link", "set", "lo", "up"},
-		{"-n", l.nsA, "addr", "add", "192.168.100.1/24", "dev", "vA"}, {"-n", l.nsB, "addr", "add", "192.168.100.2/24", "dev", "vB"},
-		{"-n", l.nsA, "link", "set", "vA", "up"}, {"-n", l.nsB, "link", "set", "vB", "up"},
-	} {
-		l.run(c...)
-	}
+	l.batch(l.nsA,
+		"link add vA type veth peer name vB netns "+l.nsB,
+		"link set lo up",
+		"addr add 192.168.100.1/24 dev vA",
+		"link set vA up")
+	l.batch(l.nsB,
+		"link set lo up",
+		"addr add 192.168.100.2/24 dev vB",
+		"link set vB up")
 	var err error
 	if l.a, err = Open(Options{NetNS: "/run/netns/" + l.nsA}); err != nil {
 		t.Fatal(err)
@@ -90,20 +104,79 @@ func newLab(t *testing.T) *lab {
 // 10.2.n.1 behind B, and routes them across the veth.
 func (l *lab) inner(n int) (netip.Addr, netip.Addr) {
 	ia, ib := fmt.Sprintf("10.1.%d.1", n), fmt.Sprintf("10.2.%d.1", n)
-	l.run("-n", l.nsA, "addr", "add", ia+"/32", "dev", "lo")
-	l.run("-n", l.nsB, "addr", "add", ib+"/32", "dev", "lo")
-	l.run("-n", l.nsA, "route", "add", fmt.Sprintf("10.2.%d.0/24", n), "via", "192.168.100.2", "src", ia)
-	l.run("-n", l.nsB, "route", "add", fmt.Sprintf("10.1.%d.0/24", n), "via", "192.168.100.1", "src", ib)
+	l.batch(l.nsA, "addr add "+ia+"/32 dev lo", fmt.Sprintf("route add 10.2.%d.0/24 via 192.168.100.2 src %s", n, ia))
+	l.batch(l.nsB, "addr add "+ib+"/32 dev lo", fmt.Sprintf("route add 10.1.%d.0/24 via 192.168.100.1 src %s", n, ib))
 	return netip.MustParseAddr(ia), netip.MustParseAddr(ib)
 }
 
-func (l *lab) ping(from, to netip.Addr, count int) error {
-	out, err := exec.Command(l.ip, "netns", "exec", l.nsA, "ping", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "2",
-		"-I", from.String(), to.String()).CombinedOutput()
+// ping sends count ICMP echo requests from A's address from to B's address
+// to, one at a time, and fails unless every one is answered within wait.
+// It runs in-process: an exec of ping per probe is slow under TCG.
+func (l *lab) ping(from, to netip.Addr, count int, wait time.Duration) error {
+	var fd int
+	err := inNetns("/run/netns/"+l.nsA, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrInet4{Addr: from.As4()})
+	})
 	if err != nil {
-		return fmt.Errorf("ping %s -> %s: %v\n%s", from, to, err, out)
+		return fmt.Errorf("icmp socket: %w", err)
+	}
+	defer unix.Close(fd)
+	id := uint16(os.Getpid())
+	buf := make([]byte, 1500)
+	for seq := 1; seq <= count; seq++ {
+		req := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), 0, byte(seq), 'h', 'i', 'k', 'e'}
+		cs := icmpChecksum(req)
+		req[2], req[3] = byte(cs>>8), byte(cs)
+		if err := unix.Sendto(fd, req, 0, &unix.SockaddrInet4{Addr: to.As4()}); err != nil {
+			return fmt.Errorf("ping %s -> %s seq %d: %w", from, to, seq, err)
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return fmt.Errorf("ping %s -> %s seq %d: no reply within %v", from, to, seq, wait)
+			}
+			tv := unix.NsecToTimeval(left.Nanoseconds())
+			_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+					continue
+				}
+				return fmt.Errorf("ping %s -> %s: %w", from, to, err)
+			}
+			// raw IPv4 socket: IP header, then ICMP echo reply (type 0)
+			if n < 20 {
+				continue
+			}
+			ihl := int(buf[0]&0xf) * 4
+			p := buf[ihl:n]
+			if len(p) >= 8 && p[0] == 0 && netip.AddrFrom4([4]byte(buf[12:16])) == to &&
+				uint16(p[4])<<8|uint16(p[5]) == id && int(p[7]) == seq {
+				break
+			}
+		}
 	}
 	return nil
+}
+
+func icmpChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
 }
 
 // encapSocket opens the UDP socket on port 4500 that hands ESP-in-UDP to
@@ -206,7 +279,7 @@ func TestKernelTunnels(t *testing.T) {
 			}
 			aOut, _, ia, ib := l.child(i+1, c)
 			bIn := aOut // B's inbound SA is A's outbound one, installed in B's kernel
-			if err := l.ping(ia, ib, 3); err != nil {
+			if err := l.ping(ia, ib, 3, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			cnt, err := l.a.Counters(aOut)
@@ -265,7 +338,7 @@ func TestKernelTunnels(t *testing.T) {
 			if err != nil || adv.Seq != newSeq || adv.Bitmap[0] != 0xffffffff {
 				t.Fatalf("ReplayState after advance = %+v, %v; want top %#x, window full", adv, err, newSeq)
 			}
-			if err := l.ping(ia, ib, 2); err != nil {
+			if err := l.ping(ia, ib, 2, 5*time.Second); err != nil {
 				t.Fatalf("after the counter jump: %v", err)
 			}
 			after, err := l.b.ReplayState(bIn)
@@ -282,13 +355,13 @@ func TestKernelTunnels(t *testing.T) {
 				if err := l.a.SetOutboundSeq(aOut, 5); err != nil {
 					t.Fatal(err)
 				}
-				if err := l.ping(ia, ib, 1); err == nil {
+				if err := l.ping(ia, ib, 1, time.Second); err == nil {
 					t.Fatal("ping succeeded although A reused old sequence numbers")
 				}
 				if err := l.a.SetOutboundSeq(aOut, newSeq+100); err != nil {
 					t.Fatal(err)
 				}
-				if err := l.ping(ia, ib, 1); err != nil {
+				if err := l.ping(ia, ib, 1, 5*time.Second); err != nil {
 					t.Fatalf("after moving A forward again: %v", err)
 				}
 			}
@@ -306,7 +379,7 @@ func TestKernelUpdateDelete(t *testing.T) {
 	l := newLab(t)
 	c := tunnelCase{alg: dp.Algorithm{Encr: dp.EncrAESGCM16, EncrKeyBits: 128}, window: 32}
 	aOut, aIn, ia, ib := l.child(20, c)
-	if err := l.ping(ia, ib, 1); err != nil {
+	if err := l.ping(ia, ib, 1, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// UpdateSA keeps the SA (and its counters) while changing lifetimes.
@@ -318,7 +391,7 @@ func TestKernelUpdateDelete(t *testing.T) {
 	if cnt, err := l.a.Counters(aOut); err != nil || cnt.Packets == 0 {
 		t.Fatalf("counters after update %+v, %v; want the old SA's", cnt, err)
 	}
-	if err := l.ping(ia, ib, 1); err != nil {
+	if err := l.ping(ia, ib, 1, 5*time.Second); err != nil {
 		t.Fatalf("after UpdateSA: %v", err)
 	}
 	missing := dp.SAID{SPI: 0xdead, Src: l.outerA, Dst: l.outerB}
@@ -353,7 +426,7 @@ func TestKernelExpire(t *testing.T) {
 	c := tunnelCase{alg: dp.Algorithm{Encr: dp.EncrAESGCM16, EncrKeyBits: 128}, window: 32,
 		life: dp.Lifetime{SoftPackets: 2, HardPackets: 4}}
 	aOut, _, ia, ib := l.child(30, c)
-	_ = l.ping(ia, ib, 6) // the SA dies on the way; only the events matter
+	_ = l.ping(ia, ib, 6, time.Second) // the SA dies on the way; only the events matter
 	want := map[dp.EventKind]bool{dp.EventSoftExpire: false, dp.EventHardExpire: false}
 	deadline := time.After(10 * time.Second)
 	for !want[dp.EventSoftExpire] || !want[dp.EventHardExpire] {
