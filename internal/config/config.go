@@ -11,8 +11,11 @@ package config
 
 import (
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hike-vpn/hike/internal/wire"
@@ -293,4 +296,43 @@ type TLSFiles struct {
 	CAFile   string
 	CertFile string
 	KeyFile  string
+}
+
+// Summary describes the configuration in one line for `hike config check`,
+// e.g. "2 connections (road-warriors, branch), 1 pool, data plane auto,
+// cluster node node1 of 3". It never includes secrets.
+func (c *Config) Summary() string {
+	var b strings.Builder
+	b.WriteString(plural(len(c.Connections), "connection"))
+	if len(c.Connections) > 0 {
+		b.WriteString(" (")
+		for i, conn := range c.Connections {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(conn.Name)
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(", ")
+	b.WriteString(plural(len(c.Pools), "pool"))
+	b.WriteString(", data plane ")
+	b.WriteString(c.Dataplane.Kind)
+	if c.State != nil {
+		b.WriteString(", persistent state")
+	}
+	if c.Cluster != nil {
+		fmt.Fprintf(&b, ", cluster node %s of %d", c.Cluster.NodeID, len(c.Cluster.Peers))
+		if self := c.Cluster.Self(); self != nil && self.Witness {
+			b.WriteString(" (witness)")
+		}
+	}
+	return b.String()
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
 }

@@ -394,6 +394,19 @@ connections:
     children: [{name: c, start_action: start}]
 secrets: {s: {psk: "0123456789abcdef"}}
 `, []string{`gw.yaml:6: connections[0].children[0].start_action: start needs one remote address to initiate to (remote.addrs is 10.0.0.0/8)`}},
+		{"empty listen list and a CA with psk auth", `
+listen: {addrs: []}
+connections:
+  - name: a
+    local: {auth: psk}
+    remote: {ca: pki/ca.pem}
+    psk: s
+    children: [{name: c}]
+secrets: {s: {psk: "0123456789abcdef"}}
+`, []string{
+			`gw.yaml:1: listen.addrs: empty list: IKE would be served nowhere`,
+			`gw.yaml:5: connections[0].remote.ca: applies only to auth: pubkey`,
+		}},
 		{"YAML syntax error", `
 log:
   level: info

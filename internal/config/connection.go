@@ -20,7 +20,7 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 		DPD:           DPD{Delay: DefaultDPDDelay, Timeout: DefaultDPDTimeout},
 		RFC6311:       RFC6311{MessageIDSync: true, ReplayCounterSync: true, Margin: DefaultRFC6311Margin},
 	}
-	var pskN, poolsN, remoteN *yaml.Node
+	var pskN, remoteN, caN *yaml.Node
 	var poolNames []string
 	var poolNodes []*yaml.Node
 	var childNodes []childPos
@@ -37,7 +37,7 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 			r.conns[c.Name] = n.Line
 		}},
 		{"local", true, func(n *yaml.Node, p string) { d.local(n, p, &c.Local) }},
-		{"remote", true, func(n *yaml.Node, p string) { remoteN = n; remoteAuthSet = d.remote(n, p, &c.Remote) }},
+		{"remote", true, func(n *yaml.Node, p string) { remoteN = n; remoteAuthSet, caN = d.remote(n, p, &c.Remote) }},
 		{"psk", false, func(n *yaml.Node, p string) { pskN = n; d.name(n, p, &c.PSKName) }},
 		{"ike", false, func(n *yaml.Node, p string) { d.ike(n, p, &c.IKE) }},
 		{"children", true, func(n *yaml.Node, p string) {
@@ -61,7 +61,6 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 			}
 		}},
 		{"pools", false, func(n *yaml.Node, p string) {
-			poolsN = n
 			d.sequence(n, p, true, func(i int, n *yaml.Node, p string) {
 				var s string
 				if d.name(n, p, &s) {
@@ -105,7 +104,7 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 		}
 	}
 	if c.Remote.Auth == AuthPSK && c.Remote.CAFile != "" {
-		d.errorf(remoteN, join(path, "remote.ca"), "applies only to auth: pubkey")
+		d.errorf(caN, join(path, "remote.ca"), "applies only to auth: pubkey")
 	}
 
 	// References into secrets and pools are resolved once the whole file
@@ -126,7 +125,6 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 			}
 			c.Pools = append(c.Pools, pool)
 		}
-		_ = poolsN
 		d.checkPoolOverlap(c, path, childNodes, r)
 	})
 	return c
@@ -224,8 +222,9 @@ func (d *decoder) local(n *yaml.Node, path string, l *Local) {
 	}
 }
 
-// remote decodes the peer side; it reports whether auth was given.
-func (d *decoder) remote(n *yaml.Node, path string, r *Remote) bool {
+// remote decodes the peer side; it reports whether auth was given and
+// where ca was set.
+func (d *decoder) remote(n *yaml.Node, path string, r *Remote) (bool, *yaml.Node) {
 	var caN *yaml.Node
 	seen := d.mapping(n, path, []field{
 		{"addrs", false, func(n *yaml.Node, p string) { d.remoteAddrs(n, p, &r.Addrs) }},
@@ -246,7 +245,7 @@ func (d *decoder) remote(n *yaml.Node, path string, r *Remote) bool {
 			r.CAs = cas
 		}
 	}
-	return seen["auth"]
+	return seen["auth"], caN
 }
 
 func (d *decoder) identity(n *yaml.Node, path string, patternOK bool, dst *Identity) {

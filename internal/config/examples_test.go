@@ -152,17 +152,28 @@ func TestExamplesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"ra-psk.yaml": false, "ra-cert.yaml": false, "site-to-site.yaml": false, "cluster-node1.yaml": false}
+	summaries := map[string]string{
+		"ra-psk.yaml":        "1 connection (road-warriors), 2 pools, data plane auto",
+		"ra-cert.yaml":       "1 connection (employees), 1 pool, data plane userspace, persistent state",
+		"site-to-site.yaml":  "1 connection (branch), 0 pools, data plane auto",
+		"cluster-node1.yaml": "1 connection (ha-remote-access), 1 pool, data plane auto, persistent state, cluster node node1 of 3",
+	}
+	found := map[string]bool{}
 	for _, f := range files {
-		want[filepath.Base(f)] = true
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			if _, err := Load(f); err != nil {
+		name := filepath.Base(f)
+		found[name] = true
+		t.Run(name, func(t *testing.T) {
+			cfg, err := Load(f)
+			if err != nil {
 				t.Fatalf("example does not load:\n%v", err)
+			}
+			if want, ok := summaries[name]; ok && cfg.Summary() != want {
+				t.Errorf("summary %q, want %q", cfg.Summary(), want)
 			}
 		})
 	}
-	for name, found := range want {
-		if !found {
+	for name := range summaries {
+		if !found[name] {
 			t.Errorf("examples/%s is missing", name)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/hike-vpn/hike/internal/wire"
 )
 
+var fuzzName = filepath.Join(examplesDir, "fuzz.yaml")
+
 // FuzzParse checks that no input makes Parse panic or return a malformed
 // result: either a config or an Errors whose entries all name the file.
 func FuzzParse(f *testing.F) {
@@ -33,7 +35,9 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// The engine does not report slow inputs; a panic does, with the input.
 		wd := time.AfterFunc(5*time.Second, func() { panic(fmt.Sprintf("Parse took over 5s on %q", data)) })
-		cfg, err := Parse("fuzz/hike.yaml", data)
+		// Named inside examples/ so that references to examples/pki
+		// resolve and the certificate and key readers run too.
+		cfg, err := Parse(fuzzName, data)
 		wd.Stop()
 		if err == nil {
 			if cfg == nil {
@@ -51,7 +55,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error is not Errors: %v", err)
 		}
 		for _, e := range es {
-			if e.File != "fuzz/hike.yaml" || e.Msg == "" {
+			if e.File != fuzzName || e.Msg == "" {
 				t.Fatalf("malformed error %#v", e)
 			}
 		}

@@ -93,6 +93,9 @@ func (d *decoder) listen(n *yaml.Node, path string, l *Listen) {
 		{"addrs", false, func(n *yaml.Node, p string) {
 			l.Addrs = nil
 			d.addrs(n, p, &l.Addrs)
+			if rn := d.resolve(n); rn != nil && rn.Kind == yaml.SequenceNode && len(rn.Content) == 0 {
+				d.errorf(rn, p, "empty list: IKE would be served nowhere; omit the key for all addresses")
+			}
 		}},
 		{"port", false, func(n *yaml.Node, p string) { d.port(n, p, &l.Port) }},
 		{"natt_port", false, func(n *yaml.Node, p string) { portN = n; d.port(n, p, &l.NATTPort) }},
