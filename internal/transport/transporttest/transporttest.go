@@ -176,17 +176,22 @@ func (c *Conn) Serve(h transport.Handler) error {
 		return errors.New("transporttest: conn is already serving")
 	}
 	defer c.serving.Store(false)
+	ender, _ := h.(transport.BatchEnder)
 	for {
 		select {
 		case <-c.closed:
 			return nil
 		case d := <-c.queue:
-			c.deliver(h, d)
+			// Every datagram is a batch of its own.
+			if c.deliver(h, d) && ender != nil {
+				ender.EndBatch()
+			}
 		}
 	}
 }
 
-func (c *Conn) deliver(h transport.Handler, d datagram) {
+// deliver reports whether the handler got a packet.
+func (c *Conn) deliver(h transport.Handler, d datagram) bool {
 	kind, data := transport.Classify(d.payload, c.encap)
 	p := &transport.Packet{Kind: kind, Data: data, Local: d.to.Addr(), Remote: d.from, Conn: c}
 	switch kind {
@@ -198,9 +203,12 @@ func (c *Conn) deliver(h transport.Handler, d datagram) {
 		h.HandleESP(p)
 	case transport.KindKeepalive:
 		c.keepalives.Add(1)
+		return false
 	default:
 		c.dropRunt.Add(1)
+		return false
 	}
+	return true
 }
 
 // SendIKE implements transport.Conn.
