@@ -63,8 +63,8 @@ type skDir struct {
 type ivSetter interface{ SetIV([]byte) }
 
 // NewSK builds the SK protection of an IKE SA from its negotiated transforms
-// and keys (only SK_a and SK_e are used). integ is ignored (and may be nil) when encr is an AEAD.
-// initiator reports whether we are the original initiator of the IKE SA
+// and keys (only SK_a and SK_e are used). integ is ignored (and may be nil)
+// when encr is an AEAD. initiator reports whether we are the original initiator of the IKE SA
 // (after an IKE rekey: the initiator of the rekey, RFC 7296 §2.18), which
 // decides that we send with SK_ei/SK_ai and receive with SK_er/SK_ar.
 //
