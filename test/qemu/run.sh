@@ -39,9 +39,9 @@ trap 'log "setup error at line $LINENO: $BASH_COMMAND"; exit 2' ERR
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
 mkdir -p "$W"
-# One run per work directory: runs share the initramfs and the logs.
+# One run per work directory at a time: runs share the initramfs and the logs.
 exec 9>"$W/lock"
-flock -n 9 || die "another run is using $W (set HIKE_QEMU_DIR)"
+flock -w 900 9 || die "another run kept $W busy for 15 minutes (set HIKE_QEMU_DIR)"
 
 # ------------------------------------------------------------ host tools
 need=()
