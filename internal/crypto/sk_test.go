@@ -711,7 +711,7 @@ func FuzzOpen(f *testing.F) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				pt, first, err := p[1].Open(nil, msg, wire.Payload{Type: wire.PayloadSK, Body: msg[32:]})
+				pt, first, err := p[1].Open(nil, msg, wire.Payload{Type: wire.PayloadSK, Next: wire.PayloadType(msg[28]), Body: msg[32:]})
 				if err != nil || first != wire.PayloadNotify || !bytes.Equal(pt, data) {
 					t.Fatalf("round trip: %v", err)
 				}
