@@ -65,9 +65,9 @@ func (d *decoder) cluster(n *yaml.Node, path string, r *refs) *Cluster {
 		// the cluster, which is worse than no cluster at all.
 		switch v := len(c.Peers); {
 		case v < MinClusterVoters:
-			d.errorf(d.resolve(peersN), join(path, "peers"), "%d voter(s); a cluster needs at least %d (add a node, or a `hike witness` for a pair)", v, MinClusterVoters)
+			d.errorf(peek(peersN), join(path, "peers"), "%d voter(s); a cluster needs at least %d (add a node, or a `hike witness` for a pair)", v, MinClusterVoters)
 		case v > MaxClusterVoters:
-			d.errorf(d.resolve(peersN), join(path, "peers"), "%d voters; at most %d are supported", v, MaxClusterVoters)
+			d.errorf(peek(peersN), join(path, "peers"), "%d voters; at most %d are supported", v, MaxClusterVoters)
 		}
 		if c.NodeID != "" && c.Self() == nil {
 			d.errorf(nodeIDN, join(path, "node_id"), "node %q is not in peers", c.NodeID)
@@ -76,7 +76,7 @@ func (d *decoder) cluster(n *yaml.Node, path string, r *refs) *Cluster {
 	if c.ElectionTimeout < c.HeartbeatTimeout {
 		at := electionN
 		if at == nil {
-			at = d.resolve(n)
+			at = peek(n)
 		}
 		d.errorf(at, join(path, "election_timeout"), "%s is shorter than heartbeat_timeout (%s)", c.ElectionTimeout, c.HeartbeatTimeout)
 	}
@@ -102,7 +102,7 @@ func (d *decoder) cluster(n *yaml.Node, path string, r *refs) *Cluster {
 	d.later = append(d.later, func() {
 		for i, p := range c.Peers {
 			for j, v := range p.VIPs {
-				for _, pool := range r.pools {
+				for _, pool := range r.order {
 					for _, pr := range pool.Ranges {
 						if pr.Contains(v.Addr()) {
 							d.errorf(vipNodes[i][j], index(join(index(join(path, "peers"), i), "vips"), j),

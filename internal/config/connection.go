@@ -56,7 +56,7 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 				c.Children = append(c.Children, ch)
 				childNodes = append(childNodes, pos)
 			})
-			if rn := d.resolve(n); rn != nil && rn.Kind == yaml.SequenceNode && len(rn.Content) == 0 {
+			if rn := peek(n); rn != nil && rn.Kind == yaml.SequenceNode && len(rn.Content) == 0 {
 				d.errorf(rn, p, "a connection needs at least one child")
 			}
 		}},
@@ -75,6 +75,9 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 		{"nat_keepalive", false, func(n *yaml.Node, p string) { d.duration(n, p, &c.NATKeepalive) }},
 		{"rfc6311", false, func(n *yaml.Node, p string) { d.rfc6311(n, p, &c.RFC6311) }},
 	})
+	if rn := peek(n); rn == nil || rn.Kind != yaml.MappingNode {
+		return nil // already reported; checks below would only add noise
+	}
 	if !seen["ike"] {
 		d.ike(&yaml.Node{Kind: yaml.MappingNode, Line: n.Line}, join(path, "ike"), &c.IKE)
 	}
@@ -111,8 +114,8 @@ func (d *decoder) connection(n *yaml.Node, path string, r *refs) *Connection {
 	// is read, because those sections may come after the connections.
 	d.later = append(d.later, func() {
 		if usesPSK && c.PSKName != "" {
-			if e, ok := r.secrets[c.PSKName]; ok {
-				c.PSK = e.psk
+			if psk, ok := r.secrets[c.PSKName]; ok {
+				c.PSK = psk
 			} else {
 				d.errorf(pskN, join(path, "psk"), "no secret named %q in secrets", c.PSKName)
 			}
@@ -191,7 +194,7 @@ func (d *decoder) local(n *yaml.Node, path string, l *Local) {
 		}
 		return
 	}
-	rn := d.resolve(n)
+	rn := peek(n)
 	for _, k := range []string{"cert", "key"} {
 		if !seen[k] {
 			d.errorf(rn, path, "missing required key %q: auth pubkey needs a certificate and its private key", k)
@@ -315,7 +318,7 @@ func (d *decoder) proposals(n *yaml.Node, path string, proto wire.ProtocolID, ds
 		}
 		*dst = append(*dst, prop)
 	})
-	if rn := d.resolve(n); rn != nil && rn.Kind == yaml.SequenceNode && len(rn.Content) == 0 {
+	if rn := peek(n); rn != nil && rn.Kind == yaml.SequenceNode && len(rn.Content) == 0 {
 		d.errorf(rn, path, "empty list; omit the key for the defaults")
 	}
 }
@@ -398,7 +401,7 @@ func (d *decoder) child(n *yaml.Node, path string) (*Child, childPos) {
 		{"rekey_packets", false, func(n *yaml.Node, p string) { rekeyP = n; d.count(n, p, &ch.Rekey.Packets) }},
 		{"life_packets", false, func(n *yaml.Node, p string) { lifeP = n; d.count(n, p, &ch.Life.Packets) }},
 	})
-	if d.resolve(n) == nil {
+	if peek(n) == nil {
 		return nil, pos
 	}
 	if !seen["esp"] || ch.ESP == nil {
@@ -572,11 +575,10 @@ func (d *decoder) rfc6311(n *yaml.Node, path string, r *RFC6311) {
 		{"message_id_sync", false, func(n *yaml.Node, p string) { d.boolean(n, p, &r.MessageIDSync) }},
 		{"replay_counter_sync", false, func(n *yaml.Node, p string) { d.boolean(n, p, &r.ReplayCounterSync) }},
 		{"outbound_jump", false, func(n *yaml.Node, p string) {
-			if rn := d.resolve(n); rn != nil && rn.Kind == yaml.ScalarNode && rn.Value == "auto" {
+			if rn := peek(n); rn != nil && rn.Kind == yaml.ScalarNode && rn.Value == "auto" {
 				r.OutboundJump = 0
 				return
 			}
-			d.budget++
 			var v uint64
 			if !d.count(n, p, &v) {
 				return

@@ -41,10 +41,7 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 // returns nil once the budget is spent, which every caller treats as
 // "nothing to decode".
 func (d *decoder) resolve(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
-		n = n.Alias
-	}
-	if n == nil || n.Kind == yaml.AliasNode {
+	if n = peek(n); n == nil {
 		return nil
 	}
 	d.budget--
@@ -52,6 +49,18 @@ func (d *decoder) resolve(n *yaml.Node) *yaml.Node {
 		d.errorf(n, "", "document too large after expanding aliases")
 	}
 	if d.budget <= 0 {
+		return nil
+	}
+	return n
+}
+
+// peek follows aliases without charging the budget, for checks that look
+// at a node the walker visits (and charges) anyway.
+func peek(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
+		n = n.Alias
+	}
+	if n != nil && n.Kind == yaml.AliasNode {
 		return nil
 	}
 	return n

@@ -35,22 +35,18 @@ const (
 	MaxClusterVoters               = 7
 )
 
-// secretRef remembers where a connection referenced a secret.
-type secretEntry struct {
-	psk  Secret
-	line int
-}
-
-// state shared between sections while decoding one file.
+// refs holds what one section defines for another to reference; the
+// references are resolved in decoder.later, once the whole file is read.
 type refs struct {
-	secrets map[string]secretEntry
+	secrets map[string]Secret
 	pools   map[string]*Pool
+	order   []*Pool // pools in file order, for deterministic checks
 	poolPos map[*Pool]*yaml.Node
 	conns   map[string]int // connection name -> line of first use
 }
 
 func (d *decoder) config(n *yaml.Node, c *Config) {
-	r := &refs{secrets: map[string]secretEntry{}, pools: map[string]*Pool{}, poolPos: map[*Pool]*yaml.Node{}, conns: map[string]int{}}
+	r := &refs{secrets: map[string]Secret{}, pools: map[string]*Pool{}, poolPos: map[*Pool]*yaml.Node{}, conns: map[string]int{}}
 	c.Listen = Listen{Addrs: []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}, Port: DefaultPort, NATTPort: DefaultNATTPort}
 	c.ControlSocket = DefaultControlSocket
 	c.Log = Log{Level: slog.LevelInfo, Format: "text"}
@@ -93,7 +89,7 @@ func (d *decoder) listen(n *yaml.Node, path string, l *Listen) {
 		{"addrs", false, func(n *yaml.Node, p string) {
 			l.Addrs = nil
 			d.addrs(n, p, &l.Addrs)
-			if rn := d.resolve(n); rn != nil && rn.Kind == yaml.SequenceNode && len(rn.Content) == 0 {
+			if rn := peek(n); rn != nil && rn.Kind == yaml.SequenceNode && len(rn.Content) == 0 {
 				d.errorf(rn, p, "empty list: IKE would be served nowhere; omit the key for all addresses")
 			}
 		}},
@@ -261,10 +257,10 @@ func (d *decoder) secrets(n *yaml.Node, path string, r *refs) {
 		switch {
 		case seen["psk"] && seen["psk_file"]:
 			d.errorf(pskN, p, "set psk or psk_file, not both")
-		case !seen["psk"] && !seen["psk_file"] && d.resolve(v) != nil && d.resolve(v).Kind == yaml.MappingNode:
+		case !seen["psk"] && !seen["psk_file"] && peek(v) != nil && peek(v).Kind == yaml.MappingNode && !isNull(peek(v)):
 			d.errorf(v, p, "missing required key \"psk\" or \"psk_file\"")
 		}
-		r.secrets[key] = secretEntry{psk: psk, line: k.Line}
+		r.secrets[key] = psk
 	})
 }
 
@@ -300,8 +296,7 @@ func (d *decoder) pools(n *yaml.Node, path string, r *refs) []*Pool {
 				pool.Ranges = append(pool.Ranges, rg)
 			})
 		}
-		if rv := d.resolve(v); rv != nil && rv.Kind != yaml.MappingNode {
-			d.budget++ // resolve is charged again by addrs
+		if rv := peek(v); rv != nil && rv.Kind != yaml.MappingNode {
 			addrs(v, p)
 		} else {
 			d.mapping(v, p, []field{
@@ -310,6 +305,7 @@ func (d *decoder) pools(n *yaml.Node, path string, r *refs) []*Pool {
 			})
 		}
 		r.pools[key] = pool
+		r.order = append(r.order, pool)
 		r.poolPos[pool] = k
 		out = append(out, pool)
 	})
