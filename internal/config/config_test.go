@@ -375,6 +375,17 @@ cluster:
 			`gw.yaml:9: cluster.peers[2].vips: a witness owns no VIPs`,
 			`gw.yaml:10: cluster.peers[3].id: duplicate node id "node2" (first used on line 8)`,
 		}},
+		{"a VIP inside a virtual-IP pool", `
+pools: {rw: 192.0.2.0/24}
+cluster:
+  node_id: node1
+  data_dir: raft
+  tls: {ca: pki/ca.pem, cert: pki/node1.pem, key: pki/node1.key}
+  peers:
+    - {id: node1, address: "10.0.0.1:7946", vips: [192.0.2.1/24]}
+    - {id: node2, address: "10.0.0.2:7946"}
+    - {id: node3, address: "10.0.0.3:7946"}
+`, []string{`gw.yaml:7: cluster.peers[0].vips[0]: VIP 192.0.2.1 lies in virtual-IP pool "rw" (192.0.2.1-192.0.2.254)`}},
 		{"a witness takes no connections", pskConn + `
 cluster:
   node_id: w
