@@ -813,3 +813,40 @@ func BenchmarkNewSK(b *testing.B) {
 		})
 	}
 }
+
+// TestSKWithDerivedKeys wires SK to the keys NewIKEKeys derives, for every
+// suite, and checks that SK keeps working after the keys are zeroed: it
+// must hold its own key schedules, not the caller's slices.
+func TestSKWithDerivedKeys(t *testing.T) {
+	prf, _ := LookupPRF(wire.PRF_HMAC_SHA2_256)
+	gir := bytes.Repeat([]byte{0x42}, 32)
+	ni, nr := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	for _, s := range suites(t) {
+		t.Run(s.name, func(t *testing.T) {
+			k, err := NewIKEKeys(prf, s.encr, s.integ, gir, ni, nr, 0x1111, 0x2222)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ini, err := NewSK(s.encr, s.integ, k, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := NewSK(s.encr, s.integ, k, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k.Zero()
+			inner := innerChain(50)
+			for _, d := range [][2]*SK{{ini, res}, {res, ini}} {
+				msg, err := d[0].Seal(nil, testHeader(d[0] == res), wire.PayloadVendor, inner)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, p := parseSK(t, msg)
+				if pt, _, err := d[1].Open(nil, m.Raw, p); err != nil || !bytes.Equal(pt, inner) {
+					t.Fatalf("after Zero: %v", err)
+				}
+			}
+		})
+	}
+}
