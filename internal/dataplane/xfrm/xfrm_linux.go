@@ -35,6 +35,7 @@ type Backend struct {
 	c      *conn
 	mon    *monitor
 	events chan dp.Event
+	done   chan struct{} // closed by Close; unblocks a reader waiting on a full channel
 	wg     sync.WaitGroup
 	once   sync.Once
 }
@@ -58,7 +59,7 @@ func Open(opts Options) (*Backend, error) {
 	if n <= 0 {
 		n = 256
 	}
-	b := &Backend{c: c, mon: mon, events: make(chan dp.Event, n)}
+	b := &Backend{c: c, mon: mon, events: make(chan dp.Event, n), done: make(chan struct{})}
 	b.wg.Add(1)
 	go b.readEvents()
 	return b, nil
@@ -71,6 +72,7 @@ func (b *Backend) Events() <-chan dp.Event { return b.events }
 func (b *Backend) Close() error {
 	var err error
 	b.once.Do(func() {
+		close(b.done)
 		err = b.mon.f.Close()
 		b.wg.Wait()
 		close(b.events)
@@ -87,12 +89,15 @@ func (b *Backend) readEvents() {
 	for {
 		n, err := b.mon.read(buf)
 		if errors.Is(err, syscall.ENOBUFS) {
-			b.events <- dp.Event{Kind: dp.EventLost}
+			if !b.emit(dp.Event{Kind: dp.EventLost}) {
+				return
+			}
 			continue
 		}
 		if err != nil {
 			return // closed
 		}
+		open := true
 		_ = parseNlmsgs(buf[:n], func(typ, _ uint16, _ uint32, body []byte) bool {
 			if typ != msgExpire {
 				return true
@@ -105,9 +110,23 @@ func (b *Backend) readEvents() {
 			if ex.hard {
 				ev.Kind = dp.EventHardExpire
 			}
-			b.events <- ev
-			return true
+			open = b.emit(ev)
+			return open
 		})
+		if !open {
+			return
+		}
+	}
+}
+
+// emit delivers an event, waiting while the channel is full (the kernel's
+// socket buffer absorbs bursts meanwhile); it gives up when Close is called.
+func (b *Backend) emit(ev dp.Event) bool {
+	select {
+	case b.events <- ev:
+		return true
+	case <-b.done:
+		return false
 	}
 }
 
