@@ -133,7 +133,8 @@ func setupNetns(t *testing.T, rawESP bool) (a, b *side) {
 	for _, s := range []*side{a, b} {
 		s := s
 		err := inNetns(s.ns, func() error {
-			sock, err := transport.Listen(transport.ListenConfig{Addr: netip.AddrPortFrom(s.outer, transport.PortNATT), Encap: true})
+			sock, err := transport.Listen(transport.ListenConfig{Addr: netip.AddrPortFrom(s.outer, transport.PortNATT), Encap: true,
+				ReadBuffer: 4 << 20, WriteBuffer: 4 << 20})
 			if err != nil {
 				return err
 			}
@@ -237,6 +238,7 @@ func TestNetnsPingAndTCP(t *testing.T) {
 			}
 			for _, s := range []*side{a, b} {
 				st := s.backend.Stats()
+				t.Logf("%s stats %+v", s.ns, st)
 				if st.DropAuth+st.DropUnknownSPI+st.DropPolicyMismatch+st.DropInvalid+st.DropSendFailed+st.DropTUNWrite != 0 {
 					t.Errorf("%s drops: %+v", s.ns, st)
 				}

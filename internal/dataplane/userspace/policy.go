@@ -258,9 +258,32 @@ type selectorTable struct {
 }
 
 type famTable struct {
-	byPrefix map[netip.Prefix][]candidate
+	byPrefix map[pkey][]candidate
 	lens     []int       // prefix lengths in use, longest first
 	lenRefs  map[int]int // prefixes per length
+}
+
+// pkey is a prefix as a map key: plain integers hash faster than
+// netip.Prefix, and masking them needs no conversion per packet.
+type pkey struct {
+	addr u128
+	bits int
+}
+
+func pkeyOf(p netip.Prefix) pkey { return pkey{u128From(p.Addr()), p.Bits()} }
+
+// mask clears the host bits of u, an address of width 32 or 128 bits.
+func (u u128) mask(bits int, v4 bool) u128 {
+	switch {
+	case bits == 0:
+		return u128{}
+	case v4:
+		return u128{lo: u.lo &^ (1<<(32-bits) - 1)}
+	case bits <= 64:
+		return u128{hi: u.hi &^ (1<<(64-bits) - 1)}
+	default:
+		return u128{u.hi, u.lo &^ (1<<(128-bits) - 1)}
+	}
 }
 
 func famIndex(a netip.Addr) int {
@@ -281,11 +304,12 @@ func (t *selectorTable) add(pol *policy) (added []netip.Prefix) {
 			ft = &t.fam[0]
 		}
 		if ft.byPrefix == nil {
-			ft.byPrefix = make(map[netip.Prefix][]candidate)
+			ft.byPrefix = make(map[pkey][]candidate)
 			ft.lenRefs = make(map[int]int)
 		}
 		for _, pfx := range rangePrefixes(r.start.addr(v4), r.end.addr(v4)) {
-			cs, ok := ft.byPrefix[pfx]
+			key := pkeyOf(pfx)
+			cs, ok := ft.byPrefix[key]
 			if !ok {
 				added = append(added, pfx)
 				if ft.lenRefs[pfx.Bits()] == 0 {
@@ -296,7 +320,7 @@ func (t *selectorTable) add(pol *policy) (added []netip.Prefix) {
 			}
 			c := candidate{pol: pol, remote: r}
 			i, _ := slices.BinarySearchFunc(cs, c, candidate.compare)
-			ft.byPrefix[pfx] = slices.Insert(cs, i, c)
+			ft.byPrefix[key] = slices.Insert(cs, i, c)
 		}
 	}
 	return added
@@ -312,16 +336,17 @@ func (t *selectorTable) remove(pol *policy) (removed []netip.Prefix) {
 			ft = &t.fam[0]
 		}
 		for _, pfx := range rangePrefixes(r.start.addr(r.v4), r.end.addr(r.v4)) {
-			cs, ok := ft.byPrefix[pfx]
+			key := pkeyOf(pfx)
+			cs, ok := ft.byPrefix[key]
 			if !ok {
 				continue
 			}
 			cs = slices.DeleteFunc(cs, func(c candidate) bool { return c.pol == pol })
 			if len(cs) > 0 {
-				ft.byPrefix[pfx] = cs
+				ft.byPrefix[key] = cs
 				continue
 			}
-			delete(ft.byPrefix, pfx)
+			delete(ft.byPrefix, key)
 			removed = append(removed, pfx)
 			if ft.lenRefs[pfx.Bits()]--; ft.lenRefs[pfx.Bits()] == 0 {
 				delete(ft.lenRefs, pfx.Bits())
@@ -334,11 +359,12 @@ func (t *selectorTable) remove(pol *policy) (removed []netip.Prefix) {
 
 // lookup returns the policy protecting an outbound packet, or nil.
 func (t *selectorTable) lookup(f *flow) *policy {
+	v4 := f.dst.Is4()
 	ft := &t.fam[famIndex(f.dst)]
+	dst := u128From(f.dst)
 	var best candidate
 	for _, l := range ft.lens {
-		pfx, _ := f.dst.Prefix(l)
-		for _, c := range ft.byPrefix[pfx] {
+		for _, c := range ft.byPrefix[pkey{dst.mask(l, v4), l}] {
 			if c.remote.matchProtoPort(f, f.dport) && c.pol.matchLocal(f) {
 				if best.pol == nil || c.compare(best) < 0 {
 					best = c
