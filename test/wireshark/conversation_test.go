@@ -65,12 +65,14 @@ type msg struct {
 
 func newMsg() *msg { return &msg{want: fields{}} }
 
-func (m *msg) header(h wire.Header) {
-	m.want.add("isakmp.ispi", hex64(h.SPIi))
-	m.want.add("isakmp.rspi", hex64(h.SPIr))
-	m.want.add("isakmp.exchangetype", dec(h.Exchange))
-	m.want.add("isakmp.messageid", hex32(h.MessageID))
-	m.want.add("isakmp.flags", "0x"+hex.EncodeToString([]byte{byte(h.Flags)}))
+func (m *msg) header(h wire.Header) { m.want.header(h) }
+
+func (f fields) header(h wire.Header) {
+	f.add("isakmp.ispi", hex64(h.SPIi))
+	f.add("isakmp.rspi", hex64(h.SPIr))
+	f.add("isakmp.exchangetype", dec(h.Exchange))
+	f.add("isakmp.messageid", hex32(h.MessageID))
+	f.add("isakmp.flags", "0x"+hex.EncodeToString([]byte{byte(h.Flags)}))
 }
 
 func (m *msg) payload(t wire.PayloadType) { m.want.add("isakmp.typepayload", dec(t)) }
@@ -118,7 +120,18 @@ func (m *msg) nonce(n []byte) {
 func (m *msg) notify(t wire.NotifyType, data []byte) {
 	m.payload(wire.PayloadNotify)
 	m.w.AddNotify(wire.Notify{Type: t, Data: data})
+	m.notified(t, data)
+}
+
+// notified records a notify's type and data; tshark shows empty data as
+// "<MISSING>".
+func (m *msg) notified(t wire.NotifyType, data []byte) {
 	m.want.add("isakmp.notify.msgtype", dec(t))
+	if len(data) == 0 {
+		m.want.add("isakmp.notify.data", "<MISSING>")
+	} else {
+		m.want.add("isakmp.notify.data", hex.EncodeToString(data))
+	}
 }
 
 func (m *msg) natDetection(spii, spir uint64, src, dst netip.AddrPort) {
@@ -130,13 +143,21 @@ func (m *msg) natDetection(spii, spir uint64, src, dst netip.AddrPort) {
 func (m *msg) sigHashes(algs ...uint16) {
 	m.payload(wire.PayloadNotify)
 	m.w.AddSignatureHashAlgorithms(algs...)
-	m.want.add("isakmp.notify.msgtype", dec(wire.SIGNATURE_HASH_ALGORITHMS))
+	var data []byte
+	for _, a := range algs {
+		data = binary.BigEndian.AppendUint16(data, a)
+		m.want.add("isakmp.notify.data.signature_hash_algorithms", dec(a))
+	}
+	m.notified(wire.SIGNATURE_HASH_ALGORITHMS, data)
 }
 
 func (m *msg) certReq(hashes []byte) {
 	m.payload(wire.PayloadCERTREQ)
 	m.w.AddCertReq(wire.CertReq{Encoding: wire.CertX509Signature, Authorities: hashes})
 	m.want.add("isakmp.certreq.type", dec(wire.CertX509Signature))
+	for i := 0; i < len(hashes); i += wire.CAHashLen {
+		m.want.add("isakmp.ike.certreq.authority", hex.EncodeToString(hashes[i:i+wire.CAHashLen]))
+	}
 }
 
 // id adds an IDi or IDr payload and returns its body, which AUTH covers.
@@ -193,7 +214,11 @@ func (m *msg) ts(p wire.PayloadType, ts ...wire.TrafficSelector) {
 func (m *msg) midSync(s wire.MessageIDSync) {
 	m.payload(wire.PayloadNotify)
 	m.w.AddMessageIDSync(s)
-	m.want.add("isakmp.notify.msgtype", dec(wire.IKEV2_MESSAGE_ID_SYNC))
+	var data [12]byte
+	binary.BigEndian.PutUint32(data[0:], s.Nonce)
+	binary.BigEndian.PutUint32(data[4:], s.SendReq)
+	binary.BigEndian.PutUint32(data[8:], s.RecvReq)
+	m.notified(wire.IKEV2_MESSAGE_ID_SYNC, data[:])
 	m.want.add("isakmp.notify.data.ha.nonce_data", hex32(s.Nonce))
 	m.want.add("isakmp.notify.data.ha.expected_send_req_message_id", hex32(s.SendReq))
 	m.want.add("isakmp.notify.data.ha.expected_recv_req_message_id", hex32(s.RecvReq))
@@ -202,14 +227,13 @@ func (m *msg) midSync(s wire.MessageIDSync) {
 func (m *msg) replaySync(r wire.ReplayCounterSync) {
 	m.payload(wire.PayloadNotify)
 	m.w.AddReplayCounterSync(r)
-	m.want.add("isakmp.notify.msgtype", dec(wire.IPSEC_REPLAY_COUNTER_SYNC))
-	var d [8]byte
-	binary.BigEndian.PutUint64(d[:], r.Delta)
+	// RFC 6311 §6.4: four octets, or eight with extended sequence numbers.
+	d := binary.BigEndian.AppendUint64(nil, r.Delta)
 	if !r.ESN {
-		m.want.add("isakmp.notify.data.ha.incoming_ipsec_sa_delta_value", hex.EncodeToString(d[4:]))
-	} else {
-		m.want.add("isakmp.notify.data.ha.incoming_ipsec_sa_delta_value", hex.EncodeToString(d[:]))
+		d = d[4:]
 	}
+	m.notified(wire.IPSEC_REPLAY_COUNTER_SYNC, d)
+	m.want.add("isakmp.notify.data.ha.incoming_ipsec_sa_delta_value", hex.EncodeToString(d))
 }
 
 func (m *msg) deleteIKE() {
@@ -372,11 +396,10 @@ func handshake(t *testing.T, client, gateway netip.AddrPort, marker bool, group 
 	}
 }
 
-// exchange builds one protected message of sa. fromClient picks the sender
-// (the client is the original initiator and sets the I flag in all its
-// messages); build adds the inner payloads.
-func (sa *ikeSA) message(t *testing.T, name string, ex wire.ExchangeType, mid uint32, fromClient, response bool, build func(m *msg)) frame {
-	t.Helper()
+// build lays out one protected message of sa: its header and inner chain.
+// fromClient picks the sender (the client is the original initiator and
+// sets the I flag in all its messages); fill adds the inner payloads.
+func (sa *ikeSA) build(ex wire.ExchangeType, mid uint32, fromClient, response bool, fill func(m *msg)) (wire.Header, *msg, []byte) {
 	h := wire.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: ex, MessageID: mid}
 	if fromClient {
 		h.Flags |= wire.FlagInitiator
@@ -386,34 +409,86 @@ func (sa *ikeSA) message(t *testing.T, name string, ex wire.ExchangeType, mid ui
 	}
 	m := newMsg()
 	m.header(h)
-	m.payload(wire.PayloadSK)
 	m.w.ResetChain(nil)
-	if build != nil {
-		build(m)
+	if fill != nil {
+		fill(m)
 	}
-	inner := m.w.Finish()
-	sk, src, dst := sa.resp, sa.gateway, sa.client
+	return h, m, m.w.Finish()
+}
+
+// sides returns the sender's and the receiver's SK and addresses.
+func (sa *ikeSA) sides(fromClient bool) (out, in *crypto.SK, src, dst netip.AddrPort) {
 	if fromClient {
-		sk, src, dst = sa.ini, sa.client, sa.gateway
+		return sa.ini, sa.resp, sa.client, sa.gateway
 	}
-	out, err := sk.Seal(nil, h, m.w.First(), inner)
+	return sa.resp, sa.ini, sa.gateway, sa.client
+}
+
+// message seals one message of sa in an SK payload and checks that the
+// receiving side opens it with hike's own code.
+func (sa *ikeSA) message(t *testing.T, name string, ex wire.ExchangeType, mid uint32, fromClient, response bool, fill func(m *msg)) frame {
+	t.Helper()
+	h, m, inner := sa.build(ex, mid, fromClient, response, fill)
+	// The SK payload comes first in the dissection tree, the decrypted
+	// payloads under it.
+	m.want["isakmp.typepayload"] = append([]string{dec(wire.PayloadSK)}, m.want["isakmp.typepayload"]...)
+	out, peer, src, dst := sa.sides(fromClient)
+	msg, err := out.Seal(nil, h, m.w.First(), inner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The receiving side must be able to open it with hike's own code.
-	peer := sa.ini
-	if fromClient {
-		peer = sa.resp
-	}
 	var pm wire.Message
-	if err := pm.Parse(out); err != nil {
+	if err := pm.Parse(msg); err != nil {
 		t.Fatal(err)
 	}
-	plain, first, err := peer.Open(nil, out, pm.Payloads[len(pm.Payloads)-1])
+	plain, first, err := peer.Open(nil, msg, pm.Payloads[len(pm.Payloads)-1])
 	if err != nil || first != m.w.First() || string(plain) != string(inner) {
 		t.Fatalf("%s: hike cannot open its own message (%v)", name, err)
 	}
-	return frame{name: name, src: src, dst: dst, marker: sa.marker, msg: out, want: m.want}
+	return frame{name: name, src: src, dst: dst, marker: sa.marker, msg: msg, want: m.want}
+}
+
+// fragments seals one message of sa in SKF fragments of at most maxLen
+// octets (RFC 7383) and checks that hike's reassembler recovers it.
+func (sa *ikeSA) fragments(t *testing.T, name string, ex wire.ExchangeType, mid uint32, fromClient, response bool, maxLen int, fill func(m *msg)) []frame {
+	t.Helper()
+	h, m, inner := sa.build(ex, mid, fromClient, response, fill)
+	out, peer, src, dst := sa.sides(fromClient)
+	_, msgs, err := out.SealFragments(nil, nil, h, m.w.First(), inner, maxLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) < 2 {
+		t.Fatalf("%s: %d fragments, want several", name, len(msgs))
+	}
+	var r crypto.Reassembler
+	var frames []frame
+	for i, b := range msgs {
+		var pm wire.Message
+		if err := pm.Parse(b); err != nil {
+			t.Fatal(err)
+		}
+		plain, first, done, err := r.Add(peer, b, pm.Payloads[len(pm.Payloads)-1])
+		if err != nil || done != (i == len(msgs)-1) || (done && (first != m.w.First() || string(plain) != string(inner))) {
+			t.Fatalf("%s: hike cannot reassemble its own fragments (%v)", name, err)
+		}
+		// Wireshark decrypts every fragment and, with the last one,
+		// dissects the reassembled inner chain in that frame.
+		want := fields{}
+		if done {
+			want = m.want
+			want.add("isakmp.fragment.count", dec(len(msgs)))
+			want.add("isakmp.reassembled.length", dec(len(inner)))
+		} else {
+			want.header(h)
+		}
+		want["isakmp.typepayload"] = append([]string{dec(wire.PayloadSKF)}, want["isakmp.typepayload"]...)
+		want.add("isakmp.frag.number", dec(i+1))
+		want.add("isakmp.frag.total", dec(len(msgs)))
+		frames = append(frames, frame{name: fmt.Sprintf("%s fragment %d/%d", name, i+1, len(msgs)),
+			src: src, dst: dst, marker: sa.marker, msg: b, want: want})
+	}
+	return frames
 }
 
 // caHash returns the CERTREQ entry for a fresh CA key: the SHA-1 of its

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -108,6 +109,9 @@ func dissect(t *testing.T, tshark, pcap string, names []string, table ...string)
 		args = append(args, "-e", n)
 	}
 	cmd := exec.Command(tshark, args...)
+	// A personal Wireshark profile (heuristics, port mappings, a stale
+	// decryption table) must not change the dissection.
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Dir(pcap), "HOME="+filepath.Dir(pcap))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -136,6 +140,7 @@ func compare(t *testing.T, frames []frame, got []dissected) {
 	if len(got) != len(frames) {
 		t.Fatalf("tshark dissected %d frames, want %d", len(got), len(frames))
 	}
+	names := wantFields(frames)
 	for i, f := range frames {
 		d := got[i]
 		var problems []string
@@ -152,7 +157,7 @@ func compare(t *testing.T, frames []frame, got []dissected) {
 				problems = append(problems, fmt.Sprintf("expert %s: %s", s, m))
 			}
 		}
-		for _, n := range wantFields(frames) {
+		for _, n := range names {
 			if !slices.Equal(d[n], f.want[n]) {
 				problems = append(problems, fmt.Sprintf("%s = %q, want %q", n, d[n], f.want[n]))
 			}

@@ -6,6 +6,8 @@
 package wireshark_test
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -36,9 +38,9 @@ func espProposal(spi uint32, ts ...wire.Transform) wire.Proposal {
 
 // ikeAuth runs IKE_AUTH with PSK authentication as hike's initiator and
 // responder build it (ike.authExchange and the responder's answer), and
-// returns the two messages' frames. fragment > 0 sends the request in SKF
+// returns the two messages' frames. maxLen > 0 sends the request in SKF
 // fragments of at most that many octets.
-func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte) (req, resp frame, reqFrags []frame) {
+func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte, maxLen int) (req []frame, resp frame) {
 	t.Helper()
 	anyTS := wire.TrafficSelector{Type: wire.TS_IPV4_ADDR_RANGE, Start: netip.IPv4Unspecified(),
 		End: netip.MustParseAddr("255.255.255.255"), EndPort: 65535}
@@ -50,7 +52,9 @@ func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte) (req, resp frame, req
 		idi := m.id(wire.PayloadIDi, c.idi)
 		m.id(wire.PayloadIDr, c.idr)
 		signed := crypto.SignedOctets(nil, sa.prf, sa.initReq, sa.nr, sa.keys.Pi, idi)
-		m.auth(wire.AuthSharedKey, crypto.PSKAuth(nil, sa.prf, psk, signed))
+		auth := crypto.PSKAuth(nil, sa.prf, psk, signed)
+		checkPSKAuth(t, auth, psk, sa.initReq, sa.nr, sa.keys.Pi, idi)
+		m.auth(wire.AuthSharedKey, auth)
 		m.notify(wire.INITIAL_CONTACT, nil)
 		m.cp(wire.CP{Type: wire.CFG_REQUEST, Attributes: []wire.CPAttribute{
 			{Type: wire.INTERNAL_IP4_ADDRESS}, {Type: wire.INTERNAL_IP4_DNS}}})
@@ -60,10 +64,14 @@ func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte) (req, resp frame, req
 		m.ts(wire.PayloadTSi, anyTS)
 		m.ts(wire.PayloadTSr, c.tsr)
 	}
-	req = sa.message(t, "IKE_AUTH request", wire.IKE_AUTH, 1, true, false, build)
+	if maxLen > 0 {
+		req = sa.fragments(t, "IKE_AUTH request", wire.IKE_AUTH, 1, true, false, maxLen, build)
+	} else {
+		req = []frame{sa.message(t, "IKE_AUTH request", wire.IKE_AUTH, 1, true, false, build)}
+	}
 
-	// Responder: negotiate the Child SA from what hike's codec parses out
-	// of the request it just sealed.
+	// Responder: negotiate the Child SA from the offer as hike's codec
+	// carries it.
 	offered, err := wire.ParseSA(nil, wire.AppendSA(nil, c.offer))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +85,9 @@ func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte) (req, resp frame, req
 	resp = sa.message(t, "IKE_AUTH response", wire.IKE_AUTH, 1, false, true, func(m *msg) {
 		idr := m.id(wire.PayloadIDr, c.idr)
 		signed := crypto.SignedOctets(nil, sa.prf, sa.initResp, sa.ni, sa.keys.Pr, idr)
-		m.auth(wire.AuthSharedKey, crypto.PSKAuth(nil, sa.prf, psk, signed))
+		auth := crypto.PSKAuth(nil, sa.prf, psk, signed)
+		checkPSKAuth(t, auth, psk, sa.initResp, sa.ni, sa.keys.Pr, idr)
+		m.auth(wire.AuthSharedKey, auth)
 		m.notify(wire.IKEV2_MESSAGE_ID_SYNC_SUPPORTED, nil)
 		m.notify(wire.IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED, nil)
 		m.cp(wire.CP{Type: wire.CFG_REPLY, Attributes: []wire.CPAttribute{
@@ -87,7 +97,26 @@ func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte) (req, resp frame, req
 		m.ts(wire.PayloadTSi, vipTS)
 		m.ts(wire.PayloadTSr, c.tsr)
 	})
-	return req, resp, nil
+	return req, resp
+}
+
+// checkPSKAuth recomputes a shared-key AUTH with the standard library
+// alone, because Wireshark cannot check it: RFC 7296 §2.15,
+// prf(prf(PSK, "Key Pad for IKEv2"), message | nonce | prf(SK_p, ID body)),
+// with PRF_HMAC_SHA2_256.
+func checkPSKAuth(t *testing.T, auth, psk, message, nonce, skp, idBody []byte) {
+	t.Helper()
+	prf := func(k []byte, data ...[]byte) []byte {
+		h := hmac.New(sha256.New, k)
+		for _, d := range data {
+			h.Write(d)
+		}
+		return h.Sum(nil)
+	}
+	want := prf(prf(psk, []byte("Key Pad for IKEv2")), message, nonce, prf(skp, idBody))
+	if !hmac.Equal(auth, want) {
+		t.Fatal("PSK AUTH differs from RFC 7296 §2.15")
+	}
 }
 
 func TestWireshark(t *testing.T) {
@@ -119,8 +148,8 @@ func TestWireshark(t *testing.T) {
 		idi:        wire.ID{Type: wire.ID_FQDN, Data: []byte("client.example.com")},
 		idr:        wire.ID{Type: wire.ID_IPV4_ADDR, Data: gateway.AsSlice()},
 	}
-	req, resp, _ := ikeAuth(t, sa1, c1, psk)
-	frames = append(frames, req, resp)
+	req, resp := ikeAuth(t, sa1, c1, psk, 0)
+	frames = append(append(frames, req...), resp)
 
 	// RFC 6311 after a failover: the gateway (the IKE SA's responder, so
 	// no I flag) sends the MID-0 INFORMATIONAL with both sync notifies; the
@@ -168,8 +197,8 @@ func TestWireshark(t *testing.T) {
 		idi:        wire.ID{Type: wire.ID_RFC822_ADDR, Data: []byte("bob@example.com")},
 		idr:        wire.ID{Type: wire.ID_FQDN, Data: []byte("vpn.example.com")},
 	}
-	req, resp, _ = ikeAuth(t, sa2, c2, psk)
-	frames = append(frames, req, resp,
+	req, resp = ikeAuth(t, sa2, c2, psk, 150)
+	frames = append(append(frames, req...), resp,
 		sa2.message(t, "SA 2 DPD request", wire.INFORMATIONAL, 0, false, false, nil),
 		sa2.message(t, "SA 2 DPD response", wire.INFORMATIONAL, 0, true, true, nil),
 	)
