@@ -297,6 +297,10 @@ func (e *Engine) rearm(sa *SA) {
 		earliest(sa.out.next)
 	}
 	earliest(sa.dpdAt)
+	if p := sa.resync; p != nil && p.active {
+		_, t := p.r.Next()
+		earliest(t)
+	}
 	earliest(sa.rekeyAt)
 	earliest(sa.expireAt)
 	for _, c := range sa.children {

@@ -293,6 +293,10 @@ func (e *Engine) followPeer(sa *SA, local, remote netip.AddrPort) {
 func (e *Engine) handleResponse(sa *SA, m *wire.Message, local, remote netip.AddrPort) {
 	out := sa.out
 	h := &m.Header
+	if h.MessageID == 0 && h.Exchange == wire.INFORMATIONAL && sa.resync != nil && sa.state == StateEstablished {
+		e.handleSyncResponse(sa, m)
+		return
+	}
 	if out == nil || h.MessageID != out.mid || h.Exchange != out.x.kind() {
 		e.limitedDebug("unexpected response", "sa", sa.logID(), "mid", h.MessageID)
 		return
@@ -332,6 +336,10 @@ func (e *Engine) enqueue(sa *SA, x exchange) {
 
 // kick starts the next queued exchange when no request is outstanding.
 func (e *Engine) kick(sa *SA) {
+	if sa.resync != nil && sa.resync.active {
+		// RFC 6311 §8.1: no ordinary request until the counters agree.
+		return
+	}
 	for sa.out == nil && len(sa.queue) > 0 && sa.state != StateDead {
 		x := sa.queue[0]
 		sa.queue[0] = nil
@@ -389,6 +397,11 @@ func (e *Engine) onTimer(sa *SA) {
 		wait := float64(e.cfg.RetransmitTimeout) * math.Pow(e.cfg.RetransmitBase, float64(out.tries))
 		out.next = now.Add(time.Duration(wait))
 		e.send(sa, out.packets)
+	}
+	if p := sa.resync; p != nil && p.active {
+		if _, at := p.r.Next(); !now.Before(at) && !e.resyncTimer(sa, now) {
+			return
+		}
 	}
 	if sa.state == StateInit && !sa.initiator && now.Sub(sa.created) > e.cfg.HalfOpenTimeout {
 		e.remove(sa, "half-open timeout")

@@ -99,6 +99,11 @@ type SA struct {
 
 	children []*ChildSA
 	sync     msgsync.PeerState
+	// resync is the cluster-role procedure (RFC 6311), running or last run.
+	resync *resyncProc
+	// needsSync marks an SA taken over or restored since its last sync: it
+	// allows exactly one more procedure (RFC 6311 §7).
+	needsSync bool
 	// onUp reports the outcome of an initiation to whoever asked for it.
 	onUp  func(SAInfo, error)
 	stats SAStats
