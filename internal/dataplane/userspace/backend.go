@@ -542,10 +542,7 @@ func (b *Backend) updateRoutes(pol *policy, added, removed []netip.Prefix) {
 			b.routes[pfx] = false
 			continue
 		}
-		var src netip.Addr
-		if pol.srcHint.IsValid() && pol.srcHint.Is4() == pfx.Addr().Is4() {
-			src = pol.srcHint
-		}
+		src := pol.srcHint[famIndex(pfx.Addr())]
 		ours, err := b.router.add(pfx, src)
 		if err != nil {
 			b.log.Warn("userspace: adding route", "prefix", pfx, "err", err)

@@ -97,6 +97,7 @@ type side struct {
 	ns       string
 	outer    netip.Addr // veth address
 	inner    netip.Addr // address on lo, inside the tunnel
+	inner6   netip.Addr // the same for IPv6
 	backend  *Backend
 	sock     *transport.Socket
 	serveErr chan error
@@ -114,8 +115,10 @@ func (h espForwarder) HandleESP(p *transport.Packet) {
 func setupNetns(t *testing.T, rawESP bool) (a, b *side) {
 	requireRoot(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), rand.IntN(1<<20))
-	a = &side{ns: "hkus-a-" + id, outer: netip.MustParseAddr("192.168.77.1"), inner: netip.MustParseAddr("10.77.1.1")}
-	b = &side{ns: "hkus-b-" + id, outer: netip.MustParseAddr("192.168.77.2"), inner: netip.MustParseAddr("10.77.2.1")}
+	a = &side{ns: "hkus-a-" + id, outer: netip.MustParseAddr("192.168.77.1"), inner: netip.MustParseAddr("10.77.1.1"),
+		inner6: netip.MustParseAddr("fd77:1::1")}
+	b = &side{ns: "hkus-b-" + id, outer: netip.MustParseAddr("192.168.77.2"), inner: netip.MustParseAddr("10.77.2.1"),
+		inner6: netip.MustParseAddr("fd77:2::1")}
 	for _, s := range []*side{a, b} {
 		ns := s.ns
 		// Registered before creation, so that a half-built setup is
@@ -129,6 +132,7 @@ func setupNetns(t *testing.T, rawESP bool) (a, b *side) {
 		run(t, "ip", "-n", s.ns, "addr", "add", s.outer.String()+"/24", "dev", "veth0")
 		run(t, "ip", "-n", s.ns, "link", "set", "veth0", "up")
 		run(t, "ip", "-n", s.ns, "addr", "add", s.inner.String()+"/32", "dev", "lo")
+		run(t, "ip", "-n", s.ns, "addr", "add", s.inner6.String()+"/128", "dev", "lo", "nodad")
 	}
 	for _, s := range []*side{a, b} {
 		s := s
@@ -173,8 +177,9 @@ func installTunnel(t *testing.T, a, b *side, encap bool) (saAB, saBA dataplane.S
 		return sa
 	}
 	ab, ba := mk(0xc0000001, a, b), mk(0xc0000002, b, a)
+	// One Child SA carries both families, as IKEv2 allows.
 	host := func(s *side) []dataplane.TrafficSelector {
-		return ts(netip.PrefixFrom(s.inner, 32).String())
+		return append(ts(netip.PrefixFrom(s.inner, 32).String()), ts(netip.PrefixFrom(s.inner6, 128).String())...)
 	}
 	if err := a.backend.AddSAs(dataplane.SAPair{In: ba, Out: ab}); err != nil {
 		t.Fatal(err)
@@ -203,6 +208,11 @@ func installTunnel(t *testing.T, a, b *side, encap bool) (saAB, saBA dataplane.S
 		if !strings.Contains(routes, want) {
 			t.Fatalf("routes in %s:\n%s\nwant %q", p.s.ns, routes, want)
 		}
+		routes6 := run(t, "ip", "-6", "-n", p.s.ns, "route", "show", "proto", "104")
+		want6 := fmt.Sprintf("%s dev hike0 src %s", p.remoteSel.inner6, p.s.inner6)
+		if !strings.Contains(routes6, want6) {
+			t.Fatalf("IPv6 routes in %s:\n%s\nwant %q", p.s.ns, routes6, want6)
+		}
 	}
 	return ab.ID, ba.ID
 }
@@ -220,6 +230,11 @@ func TestNetnsPingAndTCP(t *testing.T) {
 				"-I", a.inner.String(), b.inner.String())
 			if !strings.Contains(out, "3 received") {
 				t.Fatalf("ping:\n%s", out)
+			}
+			out = run(t, "ip", "netns", "exec", a.ns, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "2",
+				"-I", a.inner6.String(), b.inner6.String())
+			if !strings.Contains(out, "3 received") {
+				t.Fatalf("ping -6:\n%s", out)
 			}
 			mbits := tcpTransfer(t, a, b, 32<<20)
 			t.Logf("%s: one TCP stream through the tunnel (AES-GCM-256): %.0f Mbit/s", mode.name, mbits)
@@ -248,8 +263,10 @@ func TestNetnsPingAndTCP(t *testing.T) {
 			if err := a.backend.RemovePolicies(dataplane.Policies{ReqID: 1}); err != nil {
 				t.Fatal(err)
 			}
-			if routes := run(t, "ip", "-n", a.ns, "route", "show", "proto", "104"); strings.TrimSpace(routes) != "" {
-				t.Errorf("routes left after RemovePolicies:\n%s", routes)
+			for _, fam := range []string{"-4", "-6"} {
+				if routes := run(t, "ip", fam, "-n", a.ns, "route", "show", "proto", "104"); strings.TrimSpace(routes) != "" {
+					t.Errorf("routes left after RemovePolicies:\n%s", routes)
+				}
 			}
 
 			if os.Getenv("HIKE_IPERF3") != "" {
@@ -262,7 +279,9 @@ func TestNetnsPingAndTCP(t *testing.T) {
 
 // installTunnel2 restores A's policies for the iperf3 run.
 func installTunnel2(t *testing.T, a, b *side) {
-	host := func(s *side) []dataplane.TrafficSelector { return ts(netip.PrefixFrom(s.inner, 32).String()) }
+	host := func(s *side) []dataplane.TrafficSelector {
+		return append(ts(netip.PrefixFrom(s.inner, 32).String()), ts(netip.PrefixFrom(s.inner6, 128).String())...)
+	}
 	if err := a.backend.InstallPolicies(dataplane.Policies{ReqID: 1, Local: a.outer, Remote: b.outer,
 		LocalTS: host(a), RemoteTS: host(b)}); err != nil {
 		t.Fatal(err)

@@ -170,9 +170,11 @@ type policy struct {
 	// minLocal is the size of the narrowest local selector, a tie-breaker
 	// between policies with equally specific remote selectors.
 	minLocal u128
-	// srcHint is the local inner address routes use as preferred source
-	// when the local side is a single host (a virtual IP on lo, say).
-	srcHint netip.Addr
+	// srcHint, per family, is the local inner address routes use as
+	// preferred source when the local side of that family is a single host
+	// (a virtual IP on lo, say), so that locally originated traffic leaves
+	// from an address the selectors cover.
+	srcHint [2]netip.Addr
 }
 
 func compilePolicy(p *dataplane.Policies) *policy {
@@ -188,8 +190,14 @@ func compilePolicy(p *dataplane.Policies) *policy {
 	for _, ts := range p.RemoteTS {
 		pol.remote = append(pol.remote, compileSel(ts))
 	}
-	if len(p.LocalTS) == 1 && p.LocalTS[0].Start == p.LocalTS[0].End {
-		pol.srcHint = p.LocalTS[0].Start
+	var perFam [2]int
+	for _, ts := range p.LocalTS {
+		perFam[famIndex(ts.Start)]++
+	}
+	for _, ts := range p.LocalTS {
+		if i := famIndex(ts.Start); perFam[i] == 1 && ts.Start == ts.End {
+			pol.srcHint[i] = ts.Start
+		}
 	}
 	return pol
 }

@@ -15,6 +15,8 @@ import (
 
 var errNoRaw = errors.New("userspace: raw ESP is not enabled")
 
+const rawRcvBuf = 4 << 20
+
 // rawESP is a pair of raw IP sockets for protocol 50, one per family. A
 // kernel without ESP support still hands every ESP packet to raw sockets,
 // and sends what they write, so plain ESP needs no kernel IPsec at all.
@@ -58,6 +60,11 @@ func openRawConn(v6 bool) (*rawConn, error) {
 	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_ESP)
 	if err != nil {
 		return nil, err
+	}
+	// A raw socket gets every ESP packet of the host on one queue; the
+	// default buffer overflows within a burst of a single TCP stream.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rawRcvBuf) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rawRcvBuf)
 	}
 	c := &rawConn{v6: v6}
 	if v6 {
