@@ -58,6 +58,17 @@ type ListenConfig struct {
 	ReadBuffer, WriteBuffer int
 }
 
+// StandardConfigs returns the four sockets a concentrator listens on: the
+// IKE and NAT-T ports on the IPv4 and IPv6 wildcard addresses.
+func StandardConfigs() []ListenConfig {
+	return []ListenConfig{
+		{Addr: netip.AddrPortFrom(netip.IPv4Unspecified(), PortIKE)},
+		{Addr: netip.AddrPortFrom(netip.IPv4Unspecified(), PortNATT), Encap: true},
+		{Addr: netip.AddrPortFrom(netip.IPv6Unspecified(), PortIKE)},
+		{Addr: netip.AddrPortFrom(netip.IPv6Unspecified(), PortNATT), Encap: true},
+	}
+}
+
 // Packet is one IKE message or ESP-in-UDP packet handed to a Handler.
 type Packet struct {
 	Kind Kind
