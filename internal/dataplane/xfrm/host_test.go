@@ -14,10 +14,28 @@ import (
 	dp "github.com/hike-vpn/hike/internal/dataplane"
 )
 
+// findIP finds iproute2. Busybox's ip has no netns or xfrm support and
+// comes first in the qemu guest's PATH, so HIKE_IP and the usual paths win.
+func findIP() (string, error) {
+	cands := []string{os.Getenv("HIKE_IP"), "/usr/local/sbin/ip", "/usr/sbin/ip", "/sbin/ip", "/bin/ip"}
+	if p, err := exec.LookPath("ip"); err == nil {
+		cands = append(cands, p)
+	}
+	for _, p := range cands {
+		if p == "" {
+			continue
+		}
+		if out, err := exec.Command(p, "-V").CombinedOutput(); err == nil && strings.Contains(string(out), "iproute2") {
+			return p, nil
+		}
+	}
+	return "", errors.New("iproute2's ip not found (set HIKE_IP)")
+}
+
 // scratchNetns creates a network namespace for one test and removes it
 // afterwards. Policies and SA lookups need no ESP, so these tests run on
 // any kernel with XFRM, the CI host included.
-func scratchNetns(t *testing.T) string {
+func scratchNetns(t *testing.T) (name, ip string) {
 	t.Helper()
 	if os.Getuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -25,23 +43,23 @@ func scratchNetns(t *testing.T) string {
 		}
 		t.Skip("needs root to create a network namespace")
 	}
-	ip, err := exec.LookPath("ip")
+	ip, err := findIP()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("iproute2 not installed")
+			t.Fatal(err)
 		}
-		t.Skip("iproute2 not installed")
+		t.Skip(err)
 	}
-	name := fmt.Sprintf("hkx%d", os.Getpid())
+	name = fmt.Sprintf("hkx%d", os.Getpid())
 	if out, err := exec.Command(ip, "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { exec.Command(ip, "netns", "del", name).Run() })
-	return name
+	return name, ip
 }
 
 func TestBackendPoliciesAndLookups(t *testing.T) {
-	ns := scratchNetns(t)
+	ns, ip := scratchNetns(t)
 	b, err := Open(Options{NetNS: "/run/netns/" + ns})
 	if err != nil {
 		t.Fatal(err)
@@ -70,11 +88,12 @@ func TestBackendPoliciesAndLookups(t *testing.T) {
 	if err := b.InstallPolicies(p); err != nil {
 		t.Fatalf("InstallPolicies is not idempotent: %v", err)
 	}
-	out, err := exec.Command("ip", "-n", ns, "xfrm", "policy").CombinedOutput()
+	out, err := exec.Command(ip, "-n", ns, "xfrm", "policy").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip xfrm policy: %v\n%s", err, out)
 	}
-	text := string(out)
+	// without /etc/protocols (the qemu guest) ip prints the number
+	text := strings.ReplaceAll(string(out), "proto 6 ", "proto tcp ")
 	for _, want := range []string{
 		"src 10.1.0.0/24 dst 10.2.0.0/16 proto tcp dport 1024", "dir out",
 		"src 10.2.0.0/16 dst 10.1.0.0/24 proto tcp sport 1024", "dir in", "dir fwd",
@@ -91,7 +110,7 @@ func TestBackendPoliciesAndLookups(t *testing.T) {
 	if err := b.RemovePolicies(p); err != nil {
 		t.Fatal(err)
 	}
-	if out, _ := exec.Command("ip", "-n", ns, "xfrm", "policy").CombinedOutput(); strings.Contains(string(out), "reqid 77") {
+	if out, _ := exec.Command(ip, "-n", ns, "xfrm", "policy").CombinedOutput(); strings.Contains(string(out), "reqid 77") {
 		t.Fatalf("policies left after RemovePolicies:\n%s", out)
 	}
 
@@ -130,7 +149,7 @@ func TestEmitGivesUpOnClose(t *testing.T) {
 }
 
 func TestBackendClose(t *testing.T) {
-	ns := scratchNetns(t)
+	ns, _ := scratchNetns(t)
 	b, err := Open(Options{NetNS: "/run/netns/" + ns, EventBuffer: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -21,19 +21,12 @@ import (
 	"net/netip"
 )
 
-// ipTool finds iproute2; busybox's ip has no netns or xfrm support and
-// comes first in the guest's PATH.
 func ipTool(t *testing.T) string {
-	for _, p := range []string{os.Getenv("HIKE_IP"), "/usr/local/sbin/ip", "/usr/sbin/ip", "/sbin/ip", "/bin/ip"} {
-		if p == "" {
-			continue
-		}
-		if out, err := exec.Command(p, "-V").CombinedOutput(); err == nil && strings.Contains(string(out), "iproute2") {
-			return p
-		}
+	ip, err := findIP()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("iproute2 ip not found (set HIKE_IP)")
-	return ""
+	return ip
 }
 
 type lab struct {
