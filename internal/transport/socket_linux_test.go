@@ -799,3 +799,37 @@ func TestConcurrentSend(t *testing.T) {
 		t.Fatalf("client counters %+v", st)
 	}
 }
+
+// TestDualStackSamePort: StandardConfigs binds the IPv4 and IPv6 wildcards
+// on one port, which works only because IPv6 sockets are IPv6-only; and an
+// IPv4 peer must reach the IPv4 socket, not a v4-mapped IPv6 one.
+func TestDualStackSamePort(t *testing.T) {
+	ipv6Loopback(t)
+	s4 := listen(t, ListenConfig{Addr: netip.AddrPortFrom(any4, 0), Encap: true})
+	s6 := listen(t, ListenConfig{Addr: netip.AddrPortFrom(any6, s4.LocalAddr().Port()), Encap: true})
+	r4, r6 := newRecorder(), newRecorder()
+	serve(t, s4, r4)
+	serve(t, s6, r6)
+	port := s4.LocalAddr().Port()
+	sendTo(t, client(t, lo4), netip.AddrPortFrom(lo4, port), withMarker(ikeMsg(4)))
+	sendTo(t, client(t, lo6), netip.AddrPortFrom(lo6, port), withMarker(ikeMsg(6)))
+	if p := r4.next(t); p.local != lo4 || !p.remote.Addr().Is4() || p.data[7] != 4 {
+		t.Fatalf("IPv4 socket got %+v", p)
+	}
+	if p := r6.next(t); p.local != lo6 || !p.remote.Addr().Is6() || p.data[7] != 6 {
+		t.Fatalf("IPv6 socket got %+v", p)
+	}
+}
+
+func TestStandardConfigs(t *testing.T) {
+	seen := map[netip.AddrPort]bool{}
+	for _, c := range StandardConfigs() {
+		if !c.Addr.Addr().IsUnspecified() || c.Encap != (c.Addr.Port() == 4500) || (c.Addr.Port() != 500 && c.Addr.Port() != 4500) {
+			t.Fatalf("config %+v", c)
+		}
+		seen[c.Addr] = true
+	}
+	if len(seen) != 4 {
+		t.Fatalf("configs cover %v", seen)
+	}
+}
