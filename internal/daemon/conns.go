@@ -37,6 +37,8 @@ func conn(c *config.Connection) (*ike.Conn, error) {
 		Fragmentation: c.Fragmentation,
 		MIDSync:       c.RFC6311.MessageIDSync,
 		ReplaySync:    c.RFC6311.ReplayCounterSync,
+		SyncMargin:    c.RFC6311.Margin,
+		SyncJump:      c.RFC6311.OutboundJump,
 	}
 	for _, a := range c.Local.Addrs {
 		ic.LocalAddrs = append(ic.LocalAddrs, netip.PrefixFrom(a, a.BitLen()))

@@ -130,6 +130,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}(s)
 		d.log.Info("listening", "addr", s.LocalAddr(), "natt", s.Encap())
 	}
+	if err := d.restore(); err != nil {
+		d.log.Error("cannot restore state", "err", err)
+	}
+	go d.persist(ctx)
 	d.startConnections()
 	<-ctx.Done()
 	d.shutdown()
@@ -142,6 +146,12 @@ func (d *Daemon) shutdown() {
 	}
 	d.wg.Wait()
 	d.engine.Close()
+	if d.cfg.State != nil {
+		// An orderly stop: the counters in this last record are exact.
+		if err := d.save(true); err != nil {
+			d.log.Error("cannot save state", "err", err)
+		}
+	}
 	if d.dp != nil {
 		if c, ok := d.dp.(interface{ Close() error }); ok {
 			c.Close()

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -244,10 +245,29 @@ func (e *Engine) allocChildSPI() uint32 {
 	}
 }
 
+// claimChildSPI records an SPI restored from a record.
+func claimChildSPI(spi uint32) {
+	childSPIs.Lock()
+	childSPIs.m[spi] = struct{}{}
+	childSPIs.Unlock()
+}
+
 func releaseChildSPI(spi uint32) {
 	childSPIs.Lock()
 	delete(childSPIs.m, spi)
 	childSPIs.Unlock()
+}
+
+// childKeys are a Child SA's keys, kept for the SA record (a restarted or
+// taking-over node must reinstall the SA) and zeroed when the SA goes.
+type childKeys struct {
+	inE, inA, outE, outA []byte
+}
+
+func (k *childKeys) zero() {
+	for _, b := range [][]byte{k.inE, k.inA, k.outE, k.outA} {
+		clear(b)
+	}
 }
 
 // keyChild derives KEYMAT for c (RFC 7296 §2.17) and installs it.
@@ -264,10 +284,12 @@ func (e *Engine) keyChild(sa *SA, c *ChildSA, gir, ni, nr []byte, weInitiated bo
 		return err
 	}
 	defer keys.Zero()
-	outE, outA, inE, inA := keys.InitEncr, keys.InitInteg, keys.RespEncr, keys.RespInteg
+	k := &childKeys{outE: bytes.Clone(keys.InitEncr), outA: bytes.Clone(keys.InitInteg),
+		inE: bytes.Clone(keys.RespEncr), inA: bytes.Clone(keys.RespInteg)}
 	if !weInitiated {
-		outE, outA, inE, inA = inE, inA, outE, outA
+		k.outE, k.outA, k.inE, k.inA = k.inE, k.inA, k.outE, k.outA
 	}
+	c.keys = k
 	if c.reqID == 0 {
 		c.reqID = e.reqIDs.Add(1)
 	}
@@ -280,10 +302,18 @@ func (e *Engine) keyChild(sa *SA, c *ChildSA, gir, ni, nr []byte, weInitiated bo
 		c.expireAt = now.Add(d)
 	}
 	c.state = childInstalled
+	e.touch()
+	return e.installChild(sa, c)
+}
+
+// installChild puts c's SAs and policies into the data plane.
+func (e *Engine) installChild(sa *SA, c *ChildSA) error {
+	c.state = childInstalled
 	if e.cfg.Dataplane == nil {
 		c.installed = true
 		return nil
 	}
+	alg := dataplane.Algorithm{Encr: c.encr, EncrKeyBits: int(c.encrBits), Integ: c.integ}
 	window := c.cfg.ReplayWindow
 	if window == 0 {
 		window = 1024
@@ -293,12 +323,12 @@ func (e *Engine) keyChild(sa *SA, c *ChildSA, gir, ni, nr []byte, weInitiated bo
 	pair := dataplane.SAPair{
 		In: dataplane.SA{
 			ID:    dataplane.SAID{SPI: c.spiIn, Src: sa.remote.Addr().Unmap(), Dst: sa.local.Addr().Unmap()},
-			ReqID: c.reqID, Alg: alg, EncrKey: inE, IntegKey: inA, ESN: c.esn,
+			ReqID: c.reqID, Alg: alg, EncrKey: c.keys.inE, IntegKey: c.keys.inA, ESN: c.esn,
 			ReplayWindow: window, Lifetime: life,
 		},
 		Out: dataplane.SA{
 			ID:    dataplane.SAID{SPI: c.spiOut, Src: sa.local.Addr().Unmap(), Dst: sa.remote.Addr().Unmap()},
-			ReqID: c.reqID, Alg: alg, EncrKey: outE, IntegKey: outA, ESN: c.esn, Lifetime: life,
+			ReqID: c.reqID, Alg: alg, EncrKey: c.keys.outE, IntegKey: c.keys.outA, ESN: c.esn, Lifetime: life,
 		},
 	}
 	if sa.ext.NATLocal || sa.ext.NATRemote {
@@ -336,6 +366,11 @@ func (e *Engine) uninstallChild(sa *SA, c *ChildSA) {
 	if c.spiIn != 0 {
 		releaseChildSPI(c.spiIn)
 	}
+	if c.keys != nil {
+		c.keys.zero()
+		c.keys = nil
+	}
+	e.touch()
 	if !c.installed || e.cfg.Dataplane == nil {
 		c.installed = false
 		return

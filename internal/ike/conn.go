@@ -51,6 +51,10 @@ type Conn struct {
 
 	MIDSync    bool // advertise IKEV2_MESSAGE_ID_SYNC_SUPPORTED
 	ReplaySync bool // advertise IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED
+	// SyncMargin and SyncJump are the RFC 6311 defaults for this
+	// connection's SAs: the M1 margin and the outbound ESP jump (0: 2^30).
+	SyncMargin uint32
+	SyncJump   uint64
 }
 
 // AuthMethod is how one end proves its identity.

@@ -88,8 +88,11 @@ type Engine struct {
 	quit  chan struct{}
 	now   func() time.Time
 
+	closeOnce sync.Once
+
 	cookies  cookieSecret
 	halfOpen atomic.Int64
+	dirty    atomic.Bool
 	reqIDs   atomic.Uint32
 	stats    Stats
 	logLimit rateLimiter
@@ -180,6 +183,10 @@ func (e *Engine) Start() {
 // Close stops the engine. SAs are not deleted: a daemon that restarts from
 // its records, or a cluster member taking over, continues them.
 func (e *Engine) Close() {
+	e.closeOnce.Do(e.close)
+}
+
+func (e *Engine) close() {
 	close(e.quit)
 	e.wheel.close()
 	e.wg.Wait()
@@ -349,6 +356,7 @@ func (e *Engine) remove(sa *SA, reason string) {
 		sa.keys.Zero()
 	}
 	sa.state = StateDead
+	e.touch()
 	if sa.onUp != nil {
 		f := sa.onUp
 		sa.onUp = nil

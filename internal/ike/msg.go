@@ -198,9 +198,15 @@ func (e *Engine) sendResponse(sa *SA, x wire.ExchangeType, mid uint32, w *wire.B
 // fragments when negotiated and needed.
 func (e *Engine) seal(sa *SA, h wire.Header, w *wire.Builder, buf []byte) ([][]byte, error) {
 	inner := w.Finish()
+	// RFC 7383 §2.5.1: 1280 octets per datagram unless configured; an IKE
+	// message gets what the IP and UDP headers and the non-ESP marker leave.
 	size := 1280
 	if sa.conn != nil && sa.conn.FragmentSize > 0 {
 		size = sa.conn.FragmentSize
+	}
+	size -= 8 + 4 + 20
+	if addrOf(sa.remote).Is6() {
+		size -= 20
 	}
 	if sa.ext.Fragmentation && wire.HeaderLen+sa.sk.Overhead(len(inner))+len(inner) > size {
 		_, frags, err := sa.sk.SealFragments(nil, nil, h, w.First(), inner, size)
@@ -376,6 +382,7 @@ func (e *Engine) start(sa *SA, x exchange) error {
 	now := e.now()
 	sa.out = &outstanding{mid: h.MessageID, packets: packets, x: x, sent: now, next: now.Add(e.cfg.RetransmitTimeout)}
 	e.send(sa, packets)
+	e.checkMarks(sa)
 	return nil
 }
 

@@ -87,6 +87,12 @@ func (e *Engine) startResync(sa *SA, opts ResyncOptions, done func(error)) error
 			return ErrSyncDone
 		}
 	}
+	if opts.Margin == 0 {
+		opts.Margin = sa.conn.SyncMargin
+	}
+	if opts.OutboundJump == 0 {
+		opts.OutboundJump = sa.conn.SyncJump
+	}
 	now := e.now()
 	window := max(sa.peerWindow, 1)
 	r, err := msgsync.NewResync(msgsync.ResyncConfig{Window: window, Margin: opts.Margin, Timeout: opts.Timeout},

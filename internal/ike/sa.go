@@ -87,9 +87,12 @@ type SA struct {
 	nextRecv   uint32 // Message ID we expect on the peer's next request
 	peerWindow uint32
 	out        *outstanding
-	queue      []exchange
-	cache      responseCache
-	reasm      *crypto.Reassembler // RFC 7383, only while a fragmented request arrives
+	// sendMark and ivMark are the reservations last recorded (record.go).
+	sendMark uint32
+	ivMark   uint64
+	queue    []exchange
+	cache    responseCache
+	reasm    *crypto.Reassembler // RFC 7383, only while a fragmented request arrives
 
 	// Liveness and lifetimes.
 	lastHeard time.Time // last authenticated message from the peer
@@ -220,6 +223,7 @@ type ChildSA struct {
 	rekeyAt   time.Time
 	expireAt  time.Time
 	state     childState
+	keys      *childKeys
 }
 
 type childState uint8

@@ -1,0 +1,309 @@
+package ike
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/crypto"
+	"github.com/hike-vpn/hike/internal/dataplane"
+	"github.com/hike-vpn/hike/internal/msgsync"
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+// Record is the serializable state of one established IKE SA and its Child
+// SAs: what a restarting daemon restores from and what the cluster
+// replicates. It holds key material, so it is written only encrypted
+// (package state) and replicated only over mutually authenticated TLS; it
+// never goes to a log (String and LogValue redact it).
+//
+// Counters that we advance ourselves are recorded as reservations, not
+// values (DESIGN.md): NextSend and IVMark are above anything this node has
+// used or will use before it records again, so a successor never reuses a
+// Message ID or an AEAD IV. Counters the peer advances (NextRecv, inbound
+// sequence numbers) can only be as fresh as the record; RFC 6311 repairs
+// them for capable peers.
+type Record struct {
+	Version     int               `json:"v"`
+	Conn        string            `json:"conn"`
+	SPIi        uint64            `json:"spi_i"`
+	SPIr        uint64            `json:"spi_r"`
+	Initiator   bool              `json:"initiator"`
+	Local       netip.AddrPort    `json:"local"`
+	Remote      netip.AddrPort    `json:"remote"`
+	Encr        uint16            `json:"encr"`
+	EncrBits    uint16            `json:"encr_bits"`
+	PRF         uint16            `json:"prf"`
+	Integ       uint16            `json:"integ"`
+	DH          uint16            `json:"dh"`
+	Keys        RecordKeys        `json:"keys"`
+	Ext         Extensions        `json:"ext"`
+	PeerIDType  wire.IDType       `json:"peer_id_type"`
+	PeerID      []byte            `json:"peer_id"`
+	VIP         netip.Addr        `json:"vip,omitzero"`
+	NextSend    uint32            `json:"next_send"`
+	NextRecv    uint32            `json:"next_recv"`
+	PeerWindow  uint32            `json:"peer_window"`
+	IVMark      uint64            `json:"iv_mark"`
+	Sync        msgsync.PeerState `json:"sync"`
+	Established time.Time         `json:"established"`
+	Children    []ChildRecord     `json:"children"`
+	Saved       time.Time         `json:"saved"`
+}
+
+// RecordKeys are the IKE SA's keys.
+type RecordKeys struct {
+	D, Ai, Ar, Ei, Er, Pi, Pr []byte
+}
+
+// ChildRecord is one Child SA with the keys of both directions.
+type ChildRecord struct {
+	Name     string                 `json:"name"`
+	ReqID    uint32                 `json:"reqid"`
+	SPIIn    uint32                 `json:"spi_in"`
+	SPIOut   uint32                 `json:"spi_out"`
+	Encr     uint16                 `json:"encr"`
+	EncrBits uint16                 `json:"encr_bits"`
+	Integ    uint16                 `json:"integ"`
+	ESN      bool                   `json:"esn"`
+	LocalTS  []wire.TrafficSelector `json:"local_ts"`
+	RemoteTS []wire.TrafficSelector `json:"remote_ts"`
+	InEncr   []byte                 `json:"in_encr"`
+	InInteg  []byte                 `json:"in_integ"`
+	OutEncr  []byte                 `json:"out_encr"`
+	OutInteg []byte                 `json:"out_integ"`
+	// OutSeq is the last outbound sequence number known when recording.
+	OutSeq  uint64    `json:"out_seq"`
+	Created time.Time `json:"created"`
+}
+
+const recordVersion = 1
+
+// Reservation sizes: a Message ID mark is renewed every sendBlock requests,
+// an IV mark every ivBlock messages, so recording costs one write per block
+// rather than one per exchange.
+const (
+	sendBlock = 64
+	ivBlock   = 1 << 16
+)
+
+func (Record) String() string { return "[ike record redacted]" }
+
+// Records returns a record of every established IKE SA.
+func (e *Engine) Records() []Record {
+	var sas []*SA
+	e.table.Range(func(sa *SA) bool { sas = append(sas, sa); return true })
+	out := make([]Record, 0, len(sas))
+	now := e.now()
+	for _, sa := range sas {
+		sa.mu.Lock()
+		if sa.state == StateEstablished && sa.keys != nil {
+			out = append(out, e.record(sa, now))
+		}
+		sa.mu.Unlock()
+	}
+	return out
+}
+
+// record builds sa's record and renews its reservations; sa.mu is held.
+func (e *Engine) record(sa *SA, now time.Time) Record {
+	sa.sendMark = sa.nextSend + sendBlock
+	if sa.out != nil {
+		sa.sendMark = sa.out.mid + 1 + sendBlock
+	}
+	sa.ivMark = sa.sk.NextIV() + ivBlock
+	k := sa.keys
+	r := Record{
+		Version: recordVersion, SPIi: sa.spiI, SPIr: sa.spiR, Initiator: sa.initiator,
+		Local: sa.local, Remote: sa.remote,
+		Encr: sa.suite.Encr.ID, EncrBits: sa.suite.Encr.KeyBits, PRF: sa.suite.PRF.ID, DH: sa.suite.DH,
+		Keys: RecordKeys{D: bytes.Clone(k.D), Ai: bytes.Clone(k.Ai), Ar: bytes.Clone(k.Ar), Ei: bytes.Clone(k.Ei),
+			Er: bytes.Clone(k.Er), Pi: bytes.Clone(k.Pi), Pr: bytes.Clone(k.Pr)},
+		Ext: sa.ext, PeerIDType: sa.peerID.Type, PeerID: bytes.Clone(sa.peerID.Data), VIP: sa.vip,
+		NextSend: sa.sendMark, NextRecv: sa.nextRecv, PeerWindow: sa.peerWindow, IVMark: sa.ivMark,
+		Sync: sa.sync, Established: sa.established, Saved: now,
+	}
+	if sa.conn != nil {
+		r.Conn = sa.conn.Name
+	}
+	if sa.suite.Integ != nil {
+		r.Integ = sa.suite.Integ.ID
+	}
+	for _, c := range sa.children {
+		if c.state == childDeleting || c.keys == nil {
+			continue
+		}
+		cr := ChildRecord{Name: c.cfgName(), ReqID: c.reqID, SPIIn: c.spiIn, SPIOut: c.spiOut, Encr: c.encr,
+			EncrBits: c.encrBits, Integ: c.integ, ESN: c.esn, LocalTS: c.localTS, RemoteTS: c.remoteTS,
+			InEncr: bytes.Clone(c.keys.inE), InInteg: bytes.Clone(c.keys.inA),
+			OutEncr: bytes.Clone(c.keys.outE), OutInteg: bytes.Clone(c.keys.outA), Created: c.created}
+		if dp := e.cfg.Dataplane; dp != nil && c.installed {
+			cr.OutSeq, _ = dp.OutboundSeq(dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)})
+		}
+		r.Children = append(r.Children, cr)
+	}
+	return r
+}
+
+// RestoreOptions say how restored SAs resume.
+type RestoreOptions struct {
+	// Stale says the records may be older than the last exchange (a crash,
+	// a takeover): every RFC 6311 capable SA runs the cluster role before it
+	// sends anything else, and every other SA's outbound ESP counters jump
+	// past anything possibly used.
+	Stale bool
+	// Sync tunes those procedures.
+	Sync ResyncOptions
+}
+
+// Restore brings SAs back from records, as after a restart or a takeover:
+// into the table under their SPIs, their Child SAs into the data plane
+// (with outbound counters moved past anything possibly used), timers
+// armed. It returns how many SAs were restored; records that cannot be
+// restored are reported in the error and skipped.
+func (e *Engine) Restore(recs []Record, opts RestoreOptions) (int, error) {
+	var errs []error
+	n := 0
+	for i := range recs {
+		sa, err := e.restoreOne(&recs[i])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SA %x/%x: %w", recs[i].SPIi, recs[i].SPIr, err))
+			continue
+		}
+		n++
+		sa.mu.Lock()
+		switch {
+		case !opts.Stale:
+		case sa.ext.MIDSync:
+			sa.needsSync = true
+			if err := e.startResync(sa, opts.Sync, nil); err != nil {
+				e.log.Warn("cannot resync restored SA", "sa", sa.logID(), "err", err)
+			}
+		default:
+			sa.needsSync = true
+			o := opts.Sync
+			if o.OutboundJump == 0 {
+				o.OutboundJump = sa.conn.SyncJump
+			}
+			e.jumpOutbound(sa, o)
+		}
+		e.rearm(sa)
+		sa.mu.Unlock()
+	}
+	return n, errors.Join(errs...)
+}
+
+func (e *Engine) restoreOne(r *Record) (*SA, error) {
+	if r.Version != recordVersion {
+		return nil, fmt.Errorf("record version %d, want %d", r.Version, recordVersion)
+	}
+	var conn *Conn
+	for _, c := range e.cfg.Conns {
+		if c.Name == r.Conn {
+			conn = c
+		}
+	}
+	if conn == nil {
+		return nil, fmt.Errorf("connection %q no longer configured", r.Conn)
+	}
+	encr, err := crypto.LookupEncr(r.Encr, r.EncrBits)
+	if err != nil {
+		return nil, err
+	}
+	prf, err := crypto.LookupPRF(r.PRF)
+	if err != nil {
+		return nil, err
+	}
+	var integ *crypto.Integ
+	if r.Integ != 0 {
+		if integ, err = crypto.LookupInteg(r.Integ); err != nil {
+			return nil, err
+		}
+	}
+	keys := &crypto.IKEKeys{D: bytes.Clone(r.Keys.D), Ai: bytes.Clone(r.Keys.Ai), Ar: bytes.Clone(r.Keys.Ar),
+		Ei: bytes.Clone(r.Keys.Ei), Er: bytes.Clone(r.Keys.Er), Pi: bytes.Clone(r.Keys.Pi), Pr: bytes.Clone(r.Keys.Pr)}
+	sk, err := crypto.NewSK(encr, integ, keys, r.Initiator)
+	if err != nil {
+		return nil, err
+	}
+	// RFC 6311 §3.4: a counter-based IV must never repeat, even after a
+	// failover; the mark is above anything the previous owner used.
+	sk.AdvanceIV(r.IVMark)
+	now := e.now()
+	sa := &SA{
+		spiI: r.SPIi, spiR: r.SPIr, initiator: r.Initiator, state: StateEstablished, conn: conn,
+		local: r.Local, remote: r.Remote, created: now, established: r.Established,
+		suite: Suite{Encr: encr, PRF: prf, Integ: integ, DH: r.DH}, keys: keys, sk: sk, ext: r.Ext,
+		peerID: wire.ID{Type: r.PeerIDType, Data: bytes.Clone(r.PeerID)}, vip: r.VIP,
+		nextSend: r.NextSend, nextRecv: r.NextRecv, peerWindow: r.PeerWindow, sync: r.Sync,
+		lastHeard: now, sendMark: r.NextSend, ivMark: r.IVMark,
+	}
+	if d := conn.DPDDelay; d > 0 {
+		sa.dpdAt = now.Add(d)
+	}
+	if d := conn.RekeyTime; d > 0 {
+		sa.rekeyAt = now.Add(jitter(d))
+	}
+	if !e.table.Restore(sa) {
+		return nil, errors.New("SPI already in use")
+	}
+	if sa.vip.IsValid() && conn.Pool != nil && conn.Pool.Contains(sa.vip) {
+		conn.Pool.Claim(sa.vip, sa.peerID)
+	}
+	for i := range r.Children {
+		cr := &r.Children[i]
+		var cfg *ChildConfig
+		for _, cc := range conn.Children {
+			if cc.Name == cr.Name {
+				cfg = cc
+			}
+		}
+		if cfg == nil && len(conn.Children) > 0 {
+			cfg = conn.Children[0]
+		}
+		c := &ChildSA{cfg: cfg, reqID: cr.ReqID, spiIn: cr.SPIIn, spiOut: cr.SPIOut, encr: cr.Encr,
+			encrBits: cr.EncrBits, integ: cr.Integ, esn: cr.ESN, localTS: cr.LocalTS, remoteTS: cr.RemoteTS,
+			keys: &childKeys{inE: bytes.Clone(cr.InEncr), inA: bytes.Clone(cr.InInteg),
+				outE: bytes.Clone(cr.OutEncr), outA: bytes.Clone(cr.OutInteg)}}
+		claimChildSPI(c.spiIn)
+		if cfg == nil {
+			continue
+		}
+		if e.reqIDs.Load() < c.reqID {
+			e.reqIDs.Store(c.reqID)
+		}
+		if err := e.installChild(sa, c); err != nil {
+			e.log.Warn("cannot reinstall Child SA", "sa", sa.logID(), "spi_in", hex32(c.spiIn), "err", err)
+			continue
+		}
+		if dp := e.cfg.Dataplane; dp != nil && cr.OutSeq > 0 {
+			dp.SetOutboundSeq(dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)}, cr.OutSeq)
+		}
+		sa.children = append(sa.children, c)
+	}
+	e.stats.Established.Add(1)
+	e.table.addPeer(sa)
+	e.log.Info("IKE SA restored", "sa", sa.logID(), "conn", conn.Name, "remote", sa.remote,
+		"children", len(sa.children), "next_send", sa.nextSend, "next_recv", sa.nextRecv, "record_age", now.Sub(r.Saved))
+	return sa, nil
+}
+
+// Dirty reports, and clears, whether any SA changed in a way a record must
+// capture since the last call: established, rekeyed, deleted, or a
+// reservation running out.
+func (e *Engine) Dirty() bool { return e.dirty.Swap(false) }
+
+// touch marks the records stale; sa.mu is held.
+func (e *Engine) touch() { e.dirty.Store(true) }
+
+// checkMarks renews reservations that are about to run out; sa.mu is held.
+func (e *Engine) checkMarks(sa *SA) {
+	if sa.state != StateEstablished {
+		return
+	}
+	if sa.nextSend+sendBlock/2 >= sa.sendMark || (sa.sk != nil && sa.sk.NextIV()+ivBlock/2 >= sa.ivMark) {
+		e.touch()
+	}
+}
