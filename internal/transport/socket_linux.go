@@ -161,8 +161,8 @@ func (s *Socket) Close() error { return s.conn.Close() }
 
 // SetLocalAddrs restricts the socket to datagrams sent to one of addrs,
 // typically the VIPs this node owns; others are counted as DropNotLocal. A
-// nil slice accepts every address. It may be called at any time; the slice
-// is copied.
+// nil slice accepts every address and an empty one none (a node that owns no
+// VIP). It may be called at any time; the slice is copied.
 func (s *Socket) SetLocalAddrs(addrs []netip.Addr) {
 	if addrs == nil {
 		s.localAddrs.Store(nil)
