@@ -9,6 +9,7 @@ import (
 
 	"github.com/hike-vpn/hike/internal/dataplane"
 	"github.com/hike-vpn/hike/internal/esp"
+	"github.com/hike-vpn/hike/internal/transport"
 )
 
 // Defaults for Config.
@@ -45,6 +46,11 @@ type Config struct {
 	// remote; the daemon passes the NAT-T socket's SendESP. Required for
 	// SAs with UDP encapsulation.
 	SendESP func(local netip.Addr, remote netip.AddrPort, pkt []byte) error
+	// SendESPBatch, if set, sends several UDP-encapsulated ESP packets in
+	// one call and reports how many were sent; the daemon passes the NAT-T
+	// socket's Send, which uses sendmmsg. The TUN reader then takes up to
+	// 32 packets per wake-up and sends their ESP packets together.
+	SendESPBatch func(ds []transport.Datagram) (int, error)
 	// RawESP opens raw sockets for IP protocol 50, to send and receive ESP
 	// without UDP encapsulation. Without it, adding an SA without
 	// encapsulation fails.
@@ -67,11 +73,12 @@ type Config struct {
 // for table changes only; route changes run under their own lock so that
 // netlink round trips never stall packets.
 type Backend struct {
-	log     *slog.Logger
-	sendESP func(local netip.Addr, remote netip.AddrPort, pkt []byte) error
-	dev     Device
-	router  *router // nil without a kernel TUN device
-	raw     *rawESP // nil without Config.RawESP
+	log       *slog.Logger
+	sendESP   func(local netip.Addr, remote netip.AddrPort, pkt []byte) error
+	sendBatch func(ds []transport.Datagram) (int, error)
+	dev       Device
+	router    *router // nil without a kernel TUN device
+	raw       *rawESP // nil without Config.RawESP
 
 	mu       sync.RWMutex
 	byID     map[dataplane.SAID]*saState
@@ -121,14 +128,15 @@ type saState struct {
 // belong to the network namespace of the calling thread.
 func New(cfg Config) (*Backend, error) {
 	b := &Backend{
-		log:      cfg.Logger,
-		sendESP:  cfg.SendESP,
-		byID:     make(map[dataplane.SAID]*saState),
-		inbound:  make(map[uint32]*saState),
-		outbound: make(map[uint32][]*saState),
-		policies: make(map[uint32]*policy),
-		routes:   make(map[netip.Prefix]bool),
-		events:   make(chan dataplane.Event, eventBuffer),
+		log:       cfg.Logger,
+		sendESP:   cfg.SendESP,
+		sendBatch: cfg.SendESPBatch,
+		byID:      make(map[dataplane.SAID]*saState),
+		inbound:   make(map[uint32]*saState),
+		outbound:  make(map[uint32][]*saState),
+		policies:  make(map[uint32]*policy),
+		routes:    make(map[netip.Prefix]bool),
+		events:    make(chan dataplane.Event, eventBuffer),
 	}
 	if b.log == nil {
 		b.log = slog.Default()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hike-vpn/hike/internal/dataplane"
 	"github.com/hike-vpn/hike/internal/esp"
+	"github.com/hike-vpn/hike/internal/transport"
 )
 
 const (
@@ -23,10 +24,68 @@ const (
 	tailroom = 64
 )
 
+// batchSize is how many packets the device reader takes per wake-up when
+// the device and the sender can batch.
+const batchSize = 32
+
+// batchReader is a device that can hand over several packets per wake-up.
+type batchReader interface {
+	readBatch(bufs [][]byte, sizes []int) (int, error)
+}
+
 // readLoop moves packets from the device to the peers until the device is
-// closed. It owns one buffer for its whole life: each packet is read
-// behind the headroom, sealed in place and sent before the next read.
+// closed. It owns its buffers for its whole life: each packet is read
+// behind the headroom, sealed in place and sent before the buffer is read
+// into again.
 func (b *Backend) readLoop() {
+	br, ok := b.dev.(batchReader)
+	if !ok || b.sendBatch == nil {
+		b.readLoopSingle()
+		return
+	}
+	bufs := make([][]byte, batchSize)
+	views := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, headroom+maxInner+tailroom)
+		views[i] = bufs[i][headroom : headroom+maxInner]
+	}
+	sizes := make([]int, batchSize)
+	ds := make([]transport.Datagram, 0, batchSize)
+	sas := make([]*saState, 0, batchSize)
+	for {
+		n, err := br.readBatch(views, sizes)
+		if err != nil {
+			if b.closing.Load() {
+				return
+			}
+			b.readError(err)
+			continue
+		}
+		for i := range n {
+			st, pkt, p := b.seal(bufs[i], sizes[i])
+			switch {
+			case st == nil:
+			case p.udp:
+				ds = append(ds, transport.Datagram{Kind: transport.KindESP, Local: p.local, Remote: p.remote, Data: pkt})
+				sas = append(sas, st)
+			default:
+				b.send(st, pkt, p)
+			}
+		}
+		if len(ds) > 0 {
+			sent, _ := b.sendBatch(ds)
+			b.stats.add(cTx, uint64(sent))
+			b.stats.add(cSendFailed, uint64(len(ds)-sent))
+			for i, st := range sas {
+				b.checkLifetime(st)
+				sas[i], ds[i] = nil, transport.Datagram{}
+			}
+			ds, sas = ds[:0], sas[:0]
+		}
+	}
+}
+
+func (b *Backend) readLoopSingle() {
 	buf := make([]byte, headroom+maxInner+tailroom)
 	for {
 		n, err := b.dev.Read(buf[headroom : headroom+maxInner])
@@ -34,23 +93,35 @@ func (b *Backend) readLoop() {
 			if b.closing.Load() {
 				return
 			}
-			b.log.Error("userspace: reading the device", "err", err)
-			// A device error is not expected to heal by retrying at full
-			// speed; back off so a persistent one cannot spin a core.
-			time.Sleep(100 * time.Millisecond)
+			b.readError(err)
 			continue
 		}
 		b.sendPacket(buf, n)
 	}
 }
 
+func (b *Backend) readError(err error) {
+	b.log.Error("userspace: reading the device", "err", err)
+	// A device error is not expected to heal by retrying at full speed;
+	// back off so a persistent one cannot spin a core.
+	time.Sleep(100 * time.Millisecond)
+}
+
 // sendPacket seals and sends the inner packet at buf[headroom:headroom+n].
 func (b *Backend) sendPacket(buf []byte, n int) {
+	if st, pkt, p := b.seal(buf, n); st != nil {
+		b.send(st, pkt, p)
+	}
+}
+
+// seal finds the outbound SA of the inner packet at buf[headroom:][:n] and
+// seals it in place. st is nil if the packet was dropped.
+func (b *Backend) seal(buf []byte, n int) (st *saState, pkt []byte, p *path) {
 	inner := buf[headroom : headroom+n]
 	f, ln, ok := parseFlow(inner)
 	if !ok {
 		b.stats.inc(cMalformed)
-		return
+		return nil, nil, nil
 	}
 	inner = inner[:ln]
 	nh := byte(nextHeaderIPv4)
@@ -59,7 +130,6 @@ func (b *Backend) sendPacket(buf []byte, n int) {
 	}
 
 	b.mu.RLock()
-	var st *saState
 	pol := b.table.lookup(&f)
 	if pol != nil {
 		if outs := b.outbound[pol.reqID]; len(outs) > 0 {
@@ -69,17 +139,17 @@ func (b *Backend) sendPacket(buf []byte, n int) {
 	b.mu.RUnlock()
 	if pol == nil {
 		b.stats.inc(cNoPolicy)
-		return
+		return nil, nil, nil
 	}
 	if st == nil {
 		b.stats.inc(cNoSA)
-		return
+		return nil, nil, nil
 	}
 
 	h := st.sa.HeaderLen()
 	if h > headroom || headroom+st.sa.SealedLen(ln)-h > len(buf) {
 		b.stats.inc(cTooBig)
-		return
+		return nil, nil, nil
 	}
 	st.mu.Lock()
 	pkt, err := st.sa.Seal(buf[headroom-h:headroom-h], inner, nh)
@@ -89,9 +159,13 @@ func (b *Backend) sendPacket(buf []byte, n int) {
 		if errors.Is(err, esp.ErrSeqExhausted) {
 			b.hardExpire(st)
 		}
-		return
+		return nil, nil, nil
 	}
-	p := st.path.Load()
+	return st, pkt, st.path.Load()
+}
+
+func (b *Backend) send(st *saState, pkt []byte, p *path) {
+	var err error
 	if p.udp {
 		err = b.sendESP(p.local, p.remote, pkt)
 	} else if b.raw != nil {

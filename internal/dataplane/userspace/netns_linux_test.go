@@ -142,7 +142,7 @@ func setupNetns(t *testing.T, rawESP bool) (a, b *side) {
 			if err != nil {
 				return err
 			}
-			be, err := New(Config{Name: "hike0", SendESP: sock.SendESP, RawESP: rawESP, Logger: quietLogger()})
+			be, err := New(Config{Name: "hike0", SendESP: sock.SendESP, SendESPBatch: sock.Send, RawESP: rawESP, Logger: quietLogger()})
 			if err != nil {
 				sock.Close()
 				return err

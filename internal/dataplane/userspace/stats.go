@@ -56,6 +56,12 @@ type counters [numCounters]atomic.Uint64
 
 func (c *counters) inc(k counter) { c[k].Add(1) }
 
+func (c *counters) add(k counter, n uint64) {
+	if n != 0 {
+		c[k].Add(n)
+	}
+}
+
 func (c *counters) snapshot() Stats {
 	return Stats{
 		TxPackets:          c[cTx].Load(),

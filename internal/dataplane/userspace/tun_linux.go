@@ -3,6 +3,7 @@ package userspace
 import (
 	"fmt"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,6 +15,15 @@ type tunDevice struct {
 	*os.File
 	name  string
 	index int
+
+	// readBatch state, owned by the single reader; kept here so that the
+	// read callback is built once instead of allocated per call.
+	rc     syscall.RawConn
+	bufs   [][]byte
+	sizes  []int
+	n      int
+	err    error
+	readFn func(fd uintptr) bool
 }
 
 func openTUN(name string, mtu int) (*tunDevice, error) {
@@ -36,7 +46,45 @@ func openTUN(name string, mtu int) (*tunDevice, error) {
 		t.Close()
 		return nil, err
 	}
+	if t.rc, err = t.SyscallConn(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.readFn = t.readStep
 	return t, nil
+}
+
+// readBatch waits for the device to become readable and then reads packets
+// until it has none left or bufs is full: one wake-up for a burst instead of
+// one per packet.
+func (t *tunDevice) readBatch(bufs [][]byte, sizes []int) (int, error) {
+	t.bufs, t.sizes, t.n, t.err = bufs, sizes, 0, nil
+	if err := t.rc.Read(t.readFn); err != nil {
+		return 0, err
+	}
+	t.bufs, t.sizes = nil, nil
+	if t.n > 0 {
+		return t.n, nil // an error after some packets comes back next time
+	}
+	return 0, t.err
+}
+
+func (t *tunDevice) readStep(fd uintptr) bool {
+	for t.n < len(t.bufs) {
+		m, err := unix.Read(int(fd), t.bufs[t.n])
+		switch err {
+		case nil:
+			t.sizes[t.n] = m
+			t.n++
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return t.n > 0 // nothing yet: let the poller wait
+		default:
+			t.err = err
+			return true
+		}
+	}
+	return true
 }
 
 // configure sets the MTU, brings the link up and learns its index, with
