@@ -49,6 +49,9 @@ ensure_packages() {
 		/usr/lib/ipsec/charon:strongswan-charon
 		swanctl:strongswan-swanctl
 		/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so:libcharon-extra-plugins
+		/usr/lib/ipsec/plugins/libstrongswan-openssl.so:libstrongswan-standard-plugins
+		/usr/lib/ipsec/plugins/libstrongswan-curve25519.so:libstrongswan-extra-plugins
+		python3:python3
 		ip:iproute2 nft:nftables ping:iputils-ping
 		qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio
 		depmod:kmod xz:xz-utils zstd:zstd
