@@ -112,13 +112,16 @@ func (h espForwarder) HandleESP(p *transport.Packet) {
 
 // setupNetns creates namespaces A and B joined by veth, with the inner
 // addresses on lo, and starts a backend and a NAT-T socket in each.
-func setupNetns(t *testing.T, rawESP bool) (a, b *side) {
+func setupNetns(t *testing.T, rawESP, outer6 bool) (a, b *side) {
 	requireRoot(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), rand.IntN(1<<20))
 	a = &side{ns: "hkus-a-" + id, outer: netip.MustParseAddr("192.168.77.1"), inner: netip.MustParseAddr("10.77.1.1"),
 		inner6: netip.MustParseAddr("fd77:1::1")}
 	b = &side{ns: "hkus-b-" + id, outer: netip.MustParseAddr("192.168.77.2"), inner: netip.MustParseAddr("10.77.2.1"),
 		inner6: netip.MustParseAddr("fd77:2::1")}
+	if outer6 {
+		a.outer, b.outer = netip.MustParseAddr("fd00:77::1"), netip.MustParseAddr("fd00:77::2")
+	}
 	for _, s := range []*side{a, b} {
 		ns := s.ns
 		// Registered before creation, so that a half-built setup is
@@ -129,7 +132,11 @@ func setupNetns(t *testing.T, rawESP bool) (a, b *side) {
 	run(t, "ip", "-n", a.ns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", b.ns)
 	for _, s := range []*side{a, b} {
 		run(t, "ip", "-n", s.ns, "link", "set", "lo", "up")
-		run(t, "ip", "-n", s.ns, "addr", "add", s.outer.String()+"/24", "dev", "veth0")
+		if outer6 {
+			run(t, "ip", "-n", s.ns, "addr", "add", s.outer.String()+"/64", "dev", "veth0", "nodad")
+		} else {
+			run(t, "ip", "-n", s.ns, "addr", "add", s.outer.String()+"/24", "dev", "veth0")
+		}
 		run(t, "ip", "-n", s.ns, "link", "set", "veth0", "up")
 		run(t, "ip", "-n", s.ns, "addr", "add", s.inner.String()+"/32", "dev", "lo")
 		run(t, "ip", "-n", s.ns, "addr", "add", s.inner6.String()+"/128", "dev", "lo", "nodad")
@@ -220,10 +227,11 @@ func installTunnel(t *testing.T, a, b *side, encap bool) (saAB, saBA dataplane.S
 func TestNetnsPingAndTCP(t *testing.T) {
 	for _, mode := range []struct {
 		name  string
-		encap bool
-	}{{"udp-encap", true}, {"raw-esp", false}} {
+		encap  bool
+		outer6 bool
+	}{{"udp-encap", true, false}, {"raw-esp", false, false}, {"udp-encap-outer6", true, true}, {"raw-esp-outer6", false, true}} {
 		t.Run(mode.name, func(t *testing.T) {
-			a, b := setupNetns(t, !mode.encap)
+			a, b := setupNetns(t, !mode.encap, mode.outer6)
 			ab, ba := installTunnel(t, a, b, mode.encap)
 
 			out := run(t, "ip", "netns", "exec", a.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2",
