@@ -226,7 +226,7 @@ func installTunnel(t *testing.T, a, b *side, encap bool) (saAB, saBA dataplane.S
 
 func TestNetnsPingAndTCP(t *testing.T) {
 	for _, mode := range []struct {
-		name  string
+		name   string
 		encap  bool
 		outer6 bool
 	}{{"udp-encap", true, false}, {"raw-esp", false, false}, {"udp-encap-outer6", true, true}, {"raw-esp-outer6", false, true}} {
