@@ -161,7 +161,9 @@ type Policies struct {
 	RemoteTS      []TrafficSelector
 }
 
-// Counters are the traffic totals of one SA since it was installed.
+// Counters are the traffic totals of one SA since it was installed. Bytes
+// count the plaintext IP packets, as the kernel's lifetime counters do, so
+// byte lifetimes mean the same on both backends.
 type Counters struct {
 	Bytes   uint64
 	Packets uint64

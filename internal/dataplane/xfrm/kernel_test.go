@@ -37,6 +37,7 @@ type lab struct {
 	a, b   *Backend
 	outerA netip.Addr
 	outerB netip.Addr
+	outer6 [2]netip.Addr
 }
 
 func (l *lab) run(args ...string) {
@@ -63,7 +64,8 @@ func newLab(t *testing.T) *lab {
 	if err := Probe(); err != nil {
 		t.Fatalf("kernel cannot run these tests: %v", err)
 	}
-	l := &lab{t: t, ip: ipTool(t), outerA: netip.MustParseAddr("192.168.100.1"), outerB: netip.MustParseAddr("192.168.100.2")}
+	l := &lab{t: t, ip: ipTool(t), outerA: netip.MustParseAddr("192.168.100.1"), outerB: netip.MustParseAddr("192.168.100.2"),
+		outer6: [2]netip.Addr{netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2")}}
 	suffix := fmt.Sprint(os.Getpid())
 	l.nsA, l.nsB = "hkA"+suffix, "hkB"+suffix
 	t.Cleanup(func() {
@@ -76,10 +78,12 @@ func newLab(t *testing.T) *lab {
 		"link add vA type veth peer name vB netns "+l.nsB,
 		"link set lo up",
 		"addr add 192.168.100.1/24 dev vA",
+		"addr add fd00::1/64 dev vA nodad",
 		"link set vA up")
 	l.batch(l.nsB,
 		"link set lo up",
 		"addr add 192.168.100.2/24 dev vB",
+		"addr add fd00::2/64 dev vB nodad",
 		"link set vB up")
 	var err error
 	if l.a, err = Open(Options{NetNS: "/run/netns/" + l.nsA}); err != nil {
@@ -102,15 +106,29 @@ func (l *lab) inner(n int) (netip.Addr, netip.Addr) {
 	return netip.MustParseAddr(ia), netip.MustParseAddr(ib)
 }
 
+// inner6 is inner for IPv6: fd01:n::1 behind A, fd02:n::1 behind B.
+func (l *lab) inner6(n int) (netip.Addr, netip.Addr) {
+	ia, ib := fmt.Sprintf("fd01:%d::1", n), fmt.Sprintf("fd02:%d::1", n)
+	l.batch(l.nsA, "addr add "+ia+"/128 dev lo", fmt.Sprintf("route add fd02:%d::/64 via fd00::2 src %s", n, ia))
+	l.batch(l.nsB, "addr add "+ib+"/128 dev lo", fmt.Sprintf("route add fd01:%d::/64 via fd00::1 src %s", n, ib))
+	return netip.MustParseAddr(ia), netip.MustParseAddr(ib)
+}
+
 // ping sends count ICMP echo requests from A's address from to B's address
 // to, one at a time, and fails unless every one is answered within wait.
 // It runs in-process: an exec of ping per probe is slow under TCG.
 func (l *lab) ping(from, to netip.Addr, count int, wait time.Duration) error {
+	v6 := from.Is6()
 	var fd int
 	err := inNetns("/run/netns/"+l.nsA, func() error {
 		var err error
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
-		if err != nil {
+		if v6 {
+			if fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6); err != nil {
+				return err
+			}
+			return unix.Bind(fd, &unix.SockaddrInet6{Addr: from.As16()})
+		}
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP); err != nil {
 			return err
 		}
 		return unix.Bind(fd, &unix.SockaddrInet4{Addr: from.As4()})
@@ -120,12 +138,23 @@ func (l *lab) ping(from, to netip.Addr, count int, wait time.Duration) error {
 	}
 	defer unix.Close(fd)
 	id := uint16(os.Getpid())
+	echo, reply := byte(8), byte(0)
+	var dst unix.Sockaddr
+	if v6 {
+		// The kernel fills in the ICMPv6 checksum on raw ICMPv6 sockets.
+		echo, reply = 128, 129
+		dst = &unix.SockaddrInet6{Addr: to.As16()}
+	} else {
+		dst = &unix.SockaddrInet4{Addr: to.As4()}
+	}
 	buf := make([]byte, 1500)
 	for seq := 1; seq <= count; seq++ {
-		req := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), 0, byte(seq), 'h', 'i', 'k', 'e'}
-		cs := icmpChecksum(req)
-		req[2], req[3] = byte(cs>>8), byte(cs)
-		if err := unix.Sendto(fd, req, 0, &unix.SockaddrInet4{Addr: to.As4()}); err != nil {
+		req := []byte{echo, 0, 0, 0, byte(id >> 8), byte(id), 0, byte(seq), 'h', 'i', 'k', 'e'}
+		if !v6 {
+			cs := icmpChecksum(req)
+			req[2], req[3] = byte(cs>>8), byte(cs)
+		}
+		if err := unix.Sendto(fd, req, 0, dst); err != nil {
 			return fmt.Errorf("ping %s -> %s seq %d: %w", from, to, seq, err)
 		}
 		deadline := time.Now().Add(wait)
@@ -136,21 +165,26 @@ func (l *lab) ping(from, to netip.Addr, count int, wait time.Duration) error {
 			}
 			tv := unix.NsecToTimeval(left.Nanoseconds())
 			_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-			n, _, err := unix.Recvfrom(fd, buf, 0)
+			n, sa, err := unix.Recvfrom(fd, buf, 0)
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 					continue
 				}
 				return fmt.Errorf("ping %s -> %s: %w", from, to, err)
 			}
-			// raw IPv4 socket: IP header, then ICMP echo reply (type 0)
-			if n < 20 {
-				continue
+			var src netip.Addr
+			p := buf[:n]
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				src = netip.AddrFrom4(a.Addr)
+				if n < 20 {
+					continue
+				}
+				p = buf[int(buf[0]&0xf)*4 : n] // raw IPv4 sockets deliver the IP header
+			case *unix.SockaddrInet6:
+				src = netip.AddrFrom16(a.Addr)
 			}
-			ihl := int(buf[0]&0xf) * 4
-			p := buf[ihl:n]
-			if len(p) >= 8 && p[0] == 0 && netip.AddrFrom4([4]byte(buf[12:16])) == to &&
-				uint16(p[4])<<8|uint16(p[5]) == id && int(p[7]) == seq {
+			if len(p) >= 8 && p[0] == reply && src == to && uint16(p[4])<<8|uint16(p[5]) == id && int(p[7]) == seq {
 				break
 			}
 		}
@@ -206,6 +240,7 @@ type tunnelCase struct {
 	esn    bool
 	window uint32
 	encap  bool
+	v6     bool        // IPv6 outside and inside
 	life   dp.Lifetime // on A's outbound SA
 }
 
@@ -213,14 +248,20 @@ type tunnelCase struct {
 // hosts) with policies for tunnel n, and returns the SA IDs as seen from A.
 func (l *lab) child(n int, c tunnelCase) (aOut, aIn dp.SAID, ia, ib netip.Addr) {
 	l.t.Helper()
-	ia, ib = l.inner(n)
+	outerA, outerB, bits := l.outerA, l.outerB, 24
+	if c.v6 {
+		ia, ib = l.inner6(n)
+		outerA, outerB, bits = l.outer6[0], l.outer6[1], 64
+	} else {
+		ia, ib = l.inner(n)
+	}
 	ek, ik, err := c.alg.KeyLen()
 	if err != nil {
 		l.t.Fatal(err)
 	}
 	reqid := uint32(100 + n)
-	ab := dp.SAID{SPI: 0xa000 + uint32(n), Src: l.outerA, Dst: l.outerB}
-	ba := dp.SAID{SPI: 0xb000 + uint32(n), Src: l.outerB, Dst: l.outerA}
+	ab := dp.SAID{SPI: 0xa000 + uint32(n), Src: outerA, Dst: outerB}
+	ba := dp.SAID{SPI: 0xb000 + uint32(n), Src: outerB, Dst: outerA}
 	mk := func(id dp.SAID, seed byte) dp.SA {
 		sa := dp.SA{ID: id, ReqID: reqid, Alg: c.alg, EncrKey: key(ek, seed), IntegKey: key(ik, seed+1), ESN: c.esn, ReplayWindow: c.window}
 		if c.encap {
@@ -239,13 +280,13 @@ func (l *lab) child(n int, c tunnelCase) (aOut, aIn dp.SAID, ia, ib netip.Addr) 
 	}
 	pol := func(local, remote, innerL, innerR netip.Addr) dp.Policies {
 		return dp.Policies{ReqID: reqid, Local: local, Remote: remote,
-			LocalTS:  []dp.TrafficSelector{dp.PrefixSelector(netip.PrefixFrom(innerL, 24))},
-			RemoteTS: []dp.TrafficSelector{dp.PrefixSelector(netip.PrefixFrom(innerR, 24))}}
+			LocalTS:  []dp.TrafficSelector{dp.PrefixSelector(netip.PrefixFrom(innerL, bits))},
+			RemoteTS: []dp.TrafficSelector{dp.PrefixSelector(netip.PrefixFrom(innerR, bits))}}
 	}
-	if err := l.a.InstallPolicies(pol(l.outerA, l.outerB, ia, ib)); err != nil {
+	if err := l.a.InstallPolicies(pol(outerA, outerB, ia, ib)); err != nil {
 		l.t.Fatalf("A InstallPolicies: %v", err)
 	}
-	if err := l.b.InstallPolicies(pol(l.outerB, l.outerA, ib, ia)); err != nil {
+	if err := l.b.InstallPolicies(pol(outerB, outerA, ib, ia)); err != nil {
 		l.t.Fatalf("B InstallPolicies: %v", err)
 	}
 	return ab, ba, ia, ib
@@ -260,6 +301,7 @@ func TestKernelTunnels(t *testing.T) {
 		{name: "aes-cbc-256-sha1-window64", alg: dp.Algorithm{Encr: dp.EncrAESCBC, EncrKeyBits: 256, Integ: dp.IntegHMACSHA1_96}, window: 64},
 		{name: "chacha20-poly1305", alg: dp.Algorithm{Encr: dp.EncrChaCha20Poly1305}, window: 32},
 		{name: "aes-cbc-192-sha512-esn", alg: dp.Algorithm{Encr: dp.EncrAESCBC, EncrKeyBits: 192, Integ: dp.IntegHMACSHA2_512_256}, esn: true, window: 32},
+		{name: "aes-gcm-128-ipv6-esn", alg: dp.Algorithm{Encr: dp.EncrAESGCM16, EncrKeyBits: 128}, esn: true, window: 64, v6: true},
 	}
 	encapOpen := false
 	for i, c := range cases {
