@@ -30,5 +30,8 @@
 // A Packet's Data aliases a receive buffer that is reused once the handler
 // returns. A handler that queues the packet for later calls Retain and owns
 // the buffer until it calls Release; the receive loop takes a fresh buffer
-// from the pool for that slot. In steady state neither path allocates.
+// from the pool for that slot. The buffers handlers hold are bounded per
+// socket (ListenConfig.MaxRetained): when workers fall behind, the receive
+// loop waits and the kernel drops, which DropKernel counts, instead of the
+// heap growing. In steady state neither path allocates.
 package transport

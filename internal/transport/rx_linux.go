@@ -187,6 +187,7 @@ func (rx *rxState) readBatch(h Handler) error {
 			IfIndex: ctl.ifindex,
 			Conn:    s,
 			buf:     rx.bufs[i],
+			lim:     &s.lim,
 		}
 		if kind == KindIKE {
 			t[cRxIKE]++

@@ -33,8 +33,10 @@ type Socket struct {
 	noSendBatch atomic.Bool
 	serving     atomic.Bool
 
-	stats counters
-	txs   sync.Pool // *txState
+	stats     counters
+	txs       sync.Pool // *txState
+	lim       retainLimit
+	closeOnce sync.Once
 }
 
 var _ Conn = (*Socket)(nil)
@@ -83,6 +85,15 @@ func Listen(cfg ListenConfig) (*Socket, error) {
 		encap: cfg.Encap,
 		v6:    v6,
 		batch: batch,
+	}
+	maxRetained := cfg.MaxRetained
+	if maxRetained <= 0 {
+		maxRetained = DefaultMaxRetained
+	}
+	s.lim = retainLimit{
+		held:   make(chan struct{}, maxRetained),
+		closed: make(chan struct{}),
+		waits:  &s.stats[cRetainWaits],
 	}
 	s.txs.New = func() any { return newTxState(s) }
 	return s, nil
@@ -157,7 +168,10 @@ func (s *Socket) Encap() bool { return s.encap }
 func (s *Socket) Stats() Stats { return s.stats.snapshot() }
 
 // Close closes the socket; Serve then returns nil.
-func (s *Socket) Close() error { return s.conn.Close() }
+func (s *Socket) Close() error {
+	s.closeOnce.Do(func() { close(s.lim.closed) })
+	return s.conn.Close()
+}
 
 // SetLocalAddrs restricts the socket to datagrams sent to one of addrs,
 // typically the VIPs this node owns; others are counted as DropNotLocal. A

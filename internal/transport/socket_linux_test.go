@@ -833,3 +833,85 @@ func TestStandardConfigs(t *testing.T) {
 		t.Fatalf("configs cover %v", seen)
 	}
 }
+
+// hoarder retains every packet and reports each call, before and after
+// Retain.
+type hoarder struct {
+	nopHandler
+	calls chan int
+	kept  chan *Buffer
+}
+
+func (h *hoarder) HandleIKE(p *Packet) {
+	tag := int(p.Data[7])
+	h.calls <- tag
+	h.kept <- p.Retain()
+}
+
+func TestRetainLimit(t *testing.T) {
+	const limit, n = 3, 10
+	s := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0), MaxRetained: limit})
+	cli := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0)})
+	h := &hoarder{calls: make(chan int, n), kept: make(chan *Buffer, n)}
+	// Queued before Serve, so that one receive call reads them all.
+	sendBurst(t, cli, s.LocalAddr(), n)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(h) }()
+
+	next := func() int {
+		t.Helper()
+		select {
+		case tag := <-h.calls:
+			return tag
+		case <-time.After(5 * time.Second):
+			t.Fatal("handler not called")
+			return 0
+		}
+	}
+	quiet := func() {
+		t.Helper()
+		select {
+		case tag := <-h.calls:
+			t.Fatalf("handler called for %d while Retain should block", tag)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// limit packets are kept; the next handler call blocks in Retain and
+	// with it the receive loop.
+	for i := range limit + 1 {
+		if tag := next(); tag != i {
+			t.Fatalf("call %d for packet %d", i, tag)
+		}
+	}
+	quiet()
+	waitStats(t, s, func(st Stats) bool { return st.RetainWaits == 1 })
+	// One Release lets exactly one more packet in.
+	(<-h.kept).Release()
+	if tag := next(); tag != limit+1 {
+		t.Fatalf("after a release: packet %d", tag)
+	}
+	quiet()
+	// Closing the socket unblocks a Retain that is waiting.
+	s.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve stuck in Retain after Close")
+	}
+	close(h.kept)
+	kept := 0
+	for b := range h.kept {
+		if b == nil {
+			t.Fatal("Retain returned nil")
+		}
+		b.Release()
+		kept++
+	}
+	// What the loop had already read is still delivered, unbounded now.
+	if kept != n-1 {
+		t.Fatalf("%d buffers kept, want %d", kept, n-1)
+	}
+}

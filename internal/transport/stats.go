@@ -20,6 +20,9 @@ type Stats struct {
 	// kernel reports it with the next datagram that does arrive.
 	DropKernel uint64
 	RxErrors   uint64 // unexpected receive errors
+	// RetainWaits counts the times a handler's Retain had to wait because
+	// MaxRetained buffers were held: the workers are not keeping up.
+	RetainWaits uint64
 
 	TxDatagrams uint64 // datagrams handed to the kernel
 	TxBytes     uint64 // UDP payload octets of those, marker included
@@ -47,6 +50,7 @@ const (
 	cDropNotLocal
 	cDropKernel
 	cRxErrors
+	cRetainWaits
 	cTxDatagrams
 	cTxBytes
 	cTxBatches
@@ -85,6 +89,7 @@ func (c *counters) snapshot() Stats {
 		DropNotLocal:     c[cDropNotLocal].Load(),
 		DropKernel:       c[cDropKernel].Load(),
 		RxErrors:         c[cRxErrors].Load(),
+		RetainWaits:      c[cRetainWaits].Load(),
 		TxDatagrams:      c[cTxDatagrams].Load(),
 		TxBytes:          c[cTxBytes].Load(),
 		TxBatches:        c[cTxBatches].Load(),

@@ -54,6 +54,9 @@ type ListenConfig struct {
 	// lets a second process bind the very same address and port and take
 	// the traffic, so it is off unless sockets share a port.
 	ReuseAddr bool
+	// MaxRetained bounds the buffers handlers hold through Packet.Retain;
+	// zero means DefaultMaxRetained.
+	MaxRetained int
 	// ReadBuffer and WriteBuffer set SO_RCVBUF and SO_SNDBUF when non-zero.
 	ReadBuffer, WriteBuffer int
 }
@@ -87,15 +90,27 @@ type Packet struct {
 	Conn Conn
 
 	buf *Buffer
+	lim *retainLimit
 }
 
 // Retain transfers the buffer behind Data to the caller, so that Data stays
 // valid after the handler returns, until the returned Buffer is released.
 // The Packet value itself is reused by the receive loop: copy what is needed.
 // Calling Retain again returns nil.
+//
+// A socket lets its handlers hold at most ListenConfig.MaxRetained buffers;
+// beyond that Retain waits for one to be released, which stops the receive
+// loop. Handlers must therefore release buffers from other goroutines (the
+// workers they queue packets to), never wait for the receive loop.
 func (p *Packet) Retain() *Buffer {
 	b := p.buf
+	if b == nil {
+		return nil
+	}
 	p.buf = nil
+	if p.lim != nil {
+		p.lim.acquire(b)
+	}
 	return b
 }
 
