@@ -17,7 +17,11 @@ import (
 // HMAC-SHA-256, which needs only ESP and the crypto every kernel builds
 // in, then AES-GCM) and lets the namespace disappear with them. A kernel
 // without ESP yields an error wrapping dp.ErrNoKernelESP and the kernel's
-// own answer. Probe needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
+// own answer.
+//
+// Creating the namespace needs CAP_SYS_ADMIN. A daemon that has only
+// CAP_NET_ADMIN probes in its own namespace instead, with SAs between
+// TEST-NET-1 addresses (RFC 5737) that no policy refers to, deleted at once.
 func Probe() error {
 	res := make(chan error, 1)
 	go func() {
@@ -30,7 +34,11 @@ func Probe() error {
 		}
 		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			res <- fmt.Errorf("xfrm probe: creating a scratch network namespace: %w", err)
+			if errors.Is(err, syscall.EPERM) {
+				res <- probeHere()
+			} else {
+				res <- fmt.Errorf("xfrm probe: creating a scratch network namespace: %w", err)
+			}
 			runtime.UnlockOSThread()
 			return
 		}
@@ -64,7 +72,9 @@ func probeHere() error {
 		{"AES-GCM-16", saParams{alg: dp.Algorithm{Encr: dp.EncrAESGCM16, EncrKeyBits: 128}, encrKey: make([]byte, 20)}},
 	}
 	for i, t := range tries {
-		t.p.src, t.p.dst, t.p.spi, t.p.window = src, dst, uint32(0x100+i), 32
+		// SPIs 1-255 are reserved (RFC 4303 §2.1), so no negotiated SA
+		// can collide when the probe runs in the daemon's own namespace.
+		t.p.src, t.p.dst, t.p.spi, t.p.window = src, dst, uint32(0xf0+i), 32
 		m, err := newSAMsg(&t.p)
 		if err != nil {
 			return err

@@ -2,6 +2,12 @@
 // policies in Linux XFRM over NETLINK_XFRM and reads and writes their
 // sequence counters with XFRM_MSG_GETAE/NEWAE for RFC 6311 failover.
 //
+// The kernel moves the packets; this package only programs it. Two things
+// stay with the socket owner (internal/transport): ESP-in-UDP (RFC 3948)
+// arrives only on a UDP socket that has UDP_ENCAP_ESPINUDP set, and the
+// IKE sockets need a per-socket bypass policy so that selectors covering
+// the gateways' own addresses do not swallow IKE traffic.
+//
 // Every message is built here rather than through a netlink library: the
 // library this project evaluated (vishvananda/netlink v1.3.1) can neither
 // read nor write the replay state of a live SA, cannot express port ranges
@@ -65,10 +71,14 @@ func Open(opts Options) (*Backend, error) {
 	return b, nil
 }
 
+// Kind reports dp.KindXFRM.
 func (b *Backend) Kind() dp.Kind { return dp.KindXFRM }
 
+// Events delivers the kernel's soft and hard expire notifications.
 func (b *Backend) Events() <-chan dp.Event { return b.events }
 
+// Close stops the event reader and closes the netlink sockets. SAs and
+// policies stay in the kernel.
 func (b *Backend) Close() error {
 	var err error
 	b.once.Do(func() {
@@ -148,6 +158,8 @@ func saMsg(sa *dp.SA, update bool) ([]byte, error) {
 	return newSAMsg(&p)
 }
 
+// AddSAs installs the inbound SA, then the outbound one, and removes the
+// inbound SA again if the outbound one fails.
 func (b *Backend) AddSAs(p dp.SAPair) error {
 	in, err := saMsg(&p.In, false)
 	if err != nil {
@@ -167,6 +179,9 @@ func (b *Backend) AddSAs(p dp.SAPair) error {
 	return nil
 }
 
+// UpdateSA sends XFRM_MSG_UPDSA. The kernel keeps the SA and its counters
+// and takes over the lifetimes and, if the SA already had UDP
+// encapsulation, the new ports.
 func (b *Backend) UpdateSA(sa dp.SA) error {
 	m, err := saMsg(&sa, true)
 	if err != nil {
@@ -175,6 +190,7 @@ func (b *Backend) UpdateSA(sa dp.SA) error {
 	return notFound(b.c.request("updating SA "+sa.ID.String(), m, 0, nil))
 }
 
+// DeleteSA sends XFRM_MSG_DELSA.
 func (b *Backend) DeleteSA(id dp.SAID) error {
 	return notFound(b.c.request("deleting SA "+id.String(), delSAMsg(id.Dst, id.SPI), 0, nil))
 }
@@ -211,6 +227,7 @@ func (b *Backend) setAE(id dp.SAID, r *replayState) error {
 	return notFound(b.c.request("writing replay state of SA "+id.String(), newAEMsg(id.Src, id.Dst, id.SPI, r), 0, nil))
 }
 
+// Counters reads the SA's lifetime counters with XFRM_MSG_GETAE.
 func (b *Backend) Counters(id dp.SAID) (dp.Counters, error) {
 	ev, err := b.getAE(id)
 	if err != nil {
@@ -219,6 +236,7 @@ func (b *Backend) Counters(id dp.SAID) (dp.Counters, error) {
 	return dp.Counters{Bytes: ev.bytes, Packets: ev.packets}, nil
 }
 
+// OutboundSeq reads oseq (and oseq_hi with ESN) with XFRM_MSG_GETAE.
 func (b *Backend) OutboundSeq(id dp.SAID) (uint64, error) {
 	ev, err := b.getAE(id)
 	if err != nil {
@@ -228,7 +246,9 @@ func (b *Backend) OutboundSeq(id dp.SAID) (uint64, error) {
 }
 
 // SetOutboundSeq reads the whole replay state and writes it back with the
-// new counter: NEWAE replaces the structure, not a field.
+// new counter: NEWAE replaces the structure, not a field. Packets sent
+// between the read and the write are overwritten, which is harmless for
+// an outbound SA only when seq is ahead of them, as RFC 6311 jumps are.
 func (b *Backend) SetOutboundSeq(id dp.SAID, seq uint64) error {
 	f, err := b.getSA(id)
 	if err != nil {
@@ -245,6 +265,8 @@ func (b *Backend) SetOutboundSeq(id dp.SAID, seq uint64) error {
 	return b.setAE(id, &ev.replay)
 }
 
+// ReplayState reads the inbound replay state with XFRM_MSG_GETAE and
+// converts the kernel's layout to dp.Replay's.
 func (b *Backend) ReplayState(id dp.SAID) (dp.Replay, error) {
 	ev, err := b.getAE(id)
 	if err != nil {
@@ -261,6 +283,8 @@ func (b *Backend) ReplayState(id dp.SAID) (dp.Replay, error) {
 	return toReplay(&ev.replay, legacyWindow), nil
 }
 
+// SetReplayState writes the inbound replay state with XFRM_MSG_NEWAE,
+// keeping the SA's outbound counter and bitmap size.
 func (b *Backend) SetReplayState(id dp.SAID, r dp.Replay) error {
 	f, err := b.getSA(id)
 	if err != nil {
@@ -276,6 +300,9 @@ func (b *Backend) SetReplayState(id dp.SAID, r dp.Replay) error {
 	return b.setAE(id, &ev.replay)
 }
 
+// AdvanceReplay is a read-modify-write of the replay state. Packets that
+// arrive in between are forgotten, which only matters if they lie above
+// the advanced top, and RFC 6311 deltas are chosen so that they do not.
 func (b *Backend) AdvanceReplay(id dp.SAID, delta uint64) error {
 	f, err := b.getSA(id)
 	if err != nil {
@@ -295,6 +322,8 @@ func (b *Backend) AdvanceReplay(id dp.SAID, delta uint64) error {
 	return b.setAE(id, &ev.replay)
 }
 
+// InstallPolicies sends XFRM_MSG_UPDPOLICY for every out, in and fwd
+// policy the selectors expand to (ranges become prefixes and port masks).
 func (b *Backend) InstallPolicies(p dp.Policies) error {
 	ps, err := policyMsgs(&p)
 	if err != nil {
@@ -308,6 +337,8 @@ func (b *Backend) InstallPolicies(p dp.Policies) error {
 	return nil
 }
 
+// RemovePolicies deletes what InstallPolicies installed, ignoring
+// policies that are already gone, and reports the first other failure.
 func (b *Backend) RemovePolicies(p dp.Policies) error {
 	ps, err := policyMsgs(&p)
 	if err != nil {
