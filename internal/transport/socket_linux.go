@@ -129,16 +129,27 @@ func setSockopts(fd int, v6 bool, cfg *ListenConfig) error {
 		}
 	}
 	if cfg.ReadBuffer > 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.ReadBuffer); err != nil {
+		if err := setBufSize(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, cfg.ReadBuffer); err != nil {
 			return fmt.Errorf("transport: SO_RCVBUF: %w", err)
 		}
 	}
 	if cfg.WriteBuffer > 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, cfg.WriteBuffer); err != nil {
+		if err := setBufSize(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, cfg.WriteBuffer); err != nil {
 			return fmt.Errorf("transport: SO_SNDBUF: %w", err)
 		}
 	}
 	return nil
+}
+
+// setBufSize asks for a socket buffer size past the net.core.[rw]mem_max cap
+// first, which the daemon may do with CAP_NET_ADMIN: the default cap is far
+// too small to ride out a connection storm. Without the capability it takes
+// what the cap allows.
+func setBufSize(fd, force, capped, size int) error {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) == nil {
+		return nil
+	}
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, capped, size)
 }
 
 // ListenAll opens one socket per config, or none: on error the sockets

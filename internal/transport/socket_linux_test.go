@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -913,5 +914,28 @@ func TestRetainLimit(t *testing.T) {
 	// What the loop had already read is still delivered, unbounded now.
 	if kept != n-1 {
 		t.Fatalf("%d buffers kept, want %d", kept, n-1)
+	}
+}
+
+func TestBufferSizes(t *testing.T) {
+	cur, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Skip(err)
+	}
+	var rmemMax int
+	fmt.Sscan(string(cur), &rmemMax)
+	want := 2 * rmemMax // past the cap
+	s := listen(t, ListenConfig{Addr: netip.AddrPortFrom(lo4, 0), ReadBuffer: want, WriteBuffer: 1 << 20})
+	var got int
+	s.rc.Control(func(fd uintptr) { got, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kernel reports twice the size asked for (socket(7)).
+	if os.Geteuid() == 0 && got < want {
+		t.Fatalf("SO_RCVBUF %d, asked for %d past rmem_max %d", got, want, rmemMax)
+	}
+	if got < min(want, rmemMax) {
+		t.Fatalf("SO_RCVBUF %d, want at least %d", got, min(want, rmemMax))
 	}
 }

@@ -57,7 +57,8 @@ type ListenConfig struct {
 	// MaxRetained bounds the buffers handlers hold through Packet.Retain;
 	// zero means DefaultMaxRetained.
 	MaxRetained int
-	// ReadBuffer and WriteBuffer set SO_RCVBUF and SO_SNDBUF when non-zero.
+	// ReadBuffer and WriteBuffer set SO_RCVBUF and SO_SNDBUF when non-zero,
+	// beyond the sysctl caps if the process has CAP_NET_ADMIN.
 	ReadBuffer, WriteBuffer int
 }
 
