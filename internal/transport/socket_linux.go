@@ -152,21 +152,56 @@ func setBufSize(fd, force, capped, size int) error {
 	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, capped, size)
 }
 
+// Sockets is a node's set of sockets.
+type Sockets []*Socket
+
 // ListenAll opens one socket per config, or none: on error the sockets
 // already opened are closed.
-func ListenAll(cfgs []ListenConfig) ([]*Socket, error) {
-	socks := make([]*Socket, 0, len(cfgs))
+func ListenAll(cfgs []ListenConfig) (Sockets, error) {
+	socks := make(Sockets, 0, len(cfgs))
 	for _, cfg := range cfgs {
 		s, err := Listen(cfg)
 		if err != nil {
-			for _, o := range socks {
-				o.Close()
-			}
+			socks.Close()
 			return nil, fmt.Errorf("transport: listen on %v: %w", cfg.Addr, err)
 		}
 		socks = append(socks, s)
 	}
 	return socks, nil
+}
+
+// Lookup returns the socket to send from with source address local on the
+// NAT-T port (encap) or the IKE port: one bound to local itself, else one
+// bound to the wildcard address of local's family, else nil. A node that
+// takes over an SA from a replicated record, which names addresses but no
+// socket, finds its socket this way.
+func (ss Sockets) Lookup(local netip.Addr, encap bool) *Socket {
+	local = local.Unmap()
+	var wild *Socket
+	for _, s := range ss {
+		a := s.local.Addr()
+		if s.encap != encap || a.Is4() != local.Is4() {
+			continue
+		}
+		if a == local {
+			return s
+		}
+		if a.IsUnspecified() && wild == nil {
+			wild = s
+		}
+	}
+	return wild
+}
+
+// Close closes every socket and returns the first error.
+func (ss Sockets) Close() error {
+	var first error
+	for _, s := range ss {
+		if err := s.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // LocalAddr returns the bound address and port.

@@ -939,3 +939,36 @@ func TestBufferSizes(t *testing.T) {
 		t.Fatalf("SO_RCVBUF %d, want at least %d", got, min(want, rmemMax))
 	}
 }
+
+func TestSocketsLookup(t *testing.T) {
+	ipv6Loopback(t)
+	vip := netip.MustParseAddr("127.0.0.7")
+	socks, err := ListenAll([]ListenConfig{
+		{Addr: netip.AddrPortFrom(any4, 0)},
+		{Addr: netip.AddrPortFrom(any4, 0), Encap: true},
+		{Addr: netip.AddrPortFrom(vip, 0), Encap: true},
+		{Addr: netip.AddrPortFrom(any6, 0), Encap: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { socks.Close() })
+	cases := []struct {
+		local netip.Addr
+		encap bool
+		want  *Socket
+	}{
+		{lo4, false, socks[0]},
+		{lo4, true, socks[1]},
+		{vip, true, socks[2]},
+		{netip.AddrFrom16(vip.As16()), true, socks[2]}, // v4-mapped
+		{vip, false, socks[0]},
+		{lo6, true, socks[3]},
+		{lo6, false, nil},
+	}
+	for _, c := range cases {
+		if got := socks.Lookup(c.local, c.encap); got != c.want {
+			t.Errorf("Lookup(%v, %v) = %v, want %v", c.local, c.encap, got, c.want)
+		}
+	}
+}
