@@ -688,9 +688,7 @@ func TestListenAll(t *testing.T) {
 	if err != nil || len(socks) != 2 || socks[0].Encap() || !socks[1].Encap() {
 		t.Fatalf("ListenAll: %v, %v", socks, err)
 	}
-	for _, s := range socks {
-		s.Close()
-	}
+	socks.Close()
 	// The second config collides with the first: the first must not stay
 	// open, or binding its port again would fail.
 	port := netip.AddrPortFrom(lo4, socks[0].LocalAddr().Port()) // closed above
