@@ -14,7 +14,7 @@ import (
 )
 
 // Socket is one UDP socket on the IKE or NAT-T port. Send methods are safe
-// for concurrent use; Serve runs once.
+// for concurrent use; Serve runs on one goroutine at a time.
 type Socket struct {
 	conn  *net.UDPConn
 	rc    syscall.RawConn
