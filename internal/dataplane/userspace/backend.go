@@ -77,8 +77,9 @@ type Backend struct {
 	sendESP   func(local netip.Addr, remote netip.AddrPort, pkt []byte) error
 	sendBatch func(ds []transport.Datagram) (int, error)
 	dev       Device
-	router    *router // nil without a kernel TUN device
-	raw       *rawESP // nil without Config.RawESP
+	tun       *tunDevice // dev, if the backend created the TUN device itself
+	router    *router    // nil without a kernel TUN device
+	raw       *rawESP    // nil without Config.RawESP
 
 	mu       sync.RWMutex
 	byID     map[dataplane.SAID]*saState
@@ -156,14 +157,14 @@ func New(cfg Config) (*Backend, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.dev = tun
+		b.dev, b.tun = tun, tun
 		r, err := newRouter(tun.index)
 		if err != nil {
 			tun.Close()
 			return nil, err
 		}
 		b.router = r
-		b.log.Info("userspace data plane: TUN device up", "name", tun.name, "mtu", cfg.MTU)
+		b.log.Info("userspace data plane: TUN device up", "name", tun.name, "mtu", cfg.MTU, "offload", tun.offload)
 	}
 	if cfg.RawESP {
 		raw, err := openRawESP()

@@ -555,12 +555,12 @@ type fakeBatchDevice struct {
 	bursts chan [][]byte
 }
 
-func (d fakeBatchDevice) readBatch(bufs [][]byte, sizes []int) (int, error) {
+func (d fakeBatchDevice) readBatch(bufs [][]byte, off int, sizes []int) (int, error) {
 	select {
 	case burst := <-d.bursts:
 		n := 0
 		for ; n < len(burst) && n < len(bufs); n++ {
-			sizes[n] = copy(bufs[n], burst[n])
+			sizes[n] = copy(bufs[n][off:], burst[n])
 		}
 		return n, nil
 	case <-d.closed:

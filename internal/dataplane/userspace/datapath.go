@@ -29,8 +29,9 @@ const (
 const batchSize = 32
 
 // batchReader is a device that can hand over several packets per wake-up.
+// Packet i lands at bufs[i][off:] and is sizes[i] octets long.
 type batchReader interface {
-	readBatch(bufs [][]byte, sizes []int) (int, error)
+	readBatch(bufs [][]byte, off int, sizes []int) (int, error)
 }
 
 // readLoop moves packets from the device to the peers until the device is
@@ -39,21 +40,19 @@ type batchReader interface {
 // into again.
 func (b *Backend) readLoop() {
 	br, ok := b.dev.(batchReader)
-	if !ok || b.sendBatch == nil {
+	if !ok {
 		b.readLoopSingle()
 		return
 	}
 	bufs := make([][]byte, batchSize)
-	views := make([][]byte, batchSize)
 	for i := range bufs {
 		bufs[i] = make([]byte, headroom+maxInner+tailroom)
-		views[i] = bufs[i][headroom : headroom+maxInner]
 	}
 	sizes := make([]int, batchSize)
 	ds := make([]transport.Datagram, 0, batchSize)
 	sas := make([]*saState, 0, batchSize)
 	for {
-		n, err := br.readBatch(views, sizes)
+		n, err := br.readBatch(bufs, headroom, sizes)
 		if err != nil {
 			if b.closing.Load() {
 				return
@@ -65,7 +64,7 @@ func (b *Backend) readLoop() {
 			st, pkt, p := b.seal(bufs[i], sizes[i])
 			switch {
 			case st == nil:
-			case p.udp:
+			case p.udp && b.sendBatch != nil:
 				ds = append(ds, transport.Datagram{Kind: transport.KindESP, Local: p.local, Remote: p.remote, Data: pkt})
 				sas = append(sas, st)
 			default:
@@ -203,8 +202,14 @@ func (b *Backend) HandleESP(local netip.Addr, remote netip.AddrPort, pkt []byte)
 		return
 	}
 
+	// Decrypt in place, leaving room in front for the TUN device's
+	// virtio-net header; every ESP header is longer than that.
+	off := 0
+	if b.tun != nil {
+		off = vnetHdrLen
+	}
 	st.mu.Lock()
-	plain, nh, err := st.sa.Open(pkt[:0], pkt)
+	plain, nh, err := st.sa.Open(pkt[off:off], pkt)
 	st.mu.Unlock()
 	switch {
 	case err == nil:
@@ -234,7 +239,12 @@ func (b *Backend) HandleESP(local netip.Addr, remote netip.AddrPort, pkt []byte)
 		b.stats.inc(cPolicyMismatch)
 		return
 	}
-	if _, err := b.dev.Write(plain[:n]); err != nil {
+	if b.tun != nil {
+		err = b.tun.writeHdr(pkt[:off+n])
+	} else {
+		_, err = b.dev.Write(plain[:n])
+	}
+	if err != nil {
 		b.stats.inc(cTUNWrite)
 		return
 	}
