@@ -418,3 +418,25 @@ func TestRangeToPortBlocks(t *testing.T) {
 		}
 	}
 }
+
+func TestNewSAMsgIPv6(t *testing.T) {
+	littleEndian(t)
+	src, dst := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	m, err := newSAMsg(&saParams{src: src, dst: dst, spi: 0x01020304, alg: dp.Algorithm{Encr: dp.EncrAESGCM16, EncrKeyBits: 128}, encrKey: make([]byte, 20)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := m[16:]
+	// xfrm_usersa_info: sel.family @40, id.daddr @56, id.spi @72, saddr @80, family @212 (AF_INET6 = 10)
+	want := map[int][]byte{
+		40:  {10, 0},
+		56:  unhex(t, "20010db8 00000000 00000000 00000002 01020304 32"),
+		80:  unhex(t, "20010db8 00000000 00000000 00000001"),
+		212: {10, 0, 1},
+	}
+	for off, w := range want {
+		if !bytes.Equal(b[off:off+len(w)], w) {
+			t.Errorf("offset %d: %x, want %x", off, b[off:off+len(w)], w)
+		}
+	}
+}
