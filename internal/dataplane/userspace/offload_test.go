@@ -79,7 +79,7 @@ func superPacket(v4 bool, payload []byte, flags byte) []byte {
 		ip = make([]byte, 20)
 		ip[0] = 0x45
 		binary.BigEndian.PutUint16(ip[4:], 0xfffe) // the IP ID wraps
-		ip[6] = 0x40                                // DF
+		ip[6] = 0x40                               // DF
 		ip[8], ip[9] = 64, protoTCP
 		copy(ip[12:], []byte{10, 0, 1, 1, 10, 0, 2, 1})
 		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)+len(payload)))
