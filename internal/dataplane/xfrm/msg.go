@@ -32,13 +32,11 @@ const (
 
 // Attribute types (enum xfrm_attr_type_t).
 const (
-	attrAlgAuth      = 1
 	attrAlgCrypt     = 2
 	attrEncap        = 4
 	attrTmpl         = 5
 	attrLtimeVal     = 9
 	attrReplayVal    = 10
-	attrReplayThresh = 11
 	attrAlgAEAD      = 18
 	attrAlgAuthTrunc = 20
 	attrReplayESNVal = 23
@@ -81,7 +79,6 @@ const (
 // Sizes of the fixed structures.
 const (
 	sizeNlmsghdr      = 16
-	sizeSelector      = 56
 	sizeUsersaInfo    = 224
 	sizeUsersaID      = 24
 	sizeAeventID      = 48
