@@ -108,6 +108,11 @@ func (d *Daemon) Engine() *ike.Engine { return d.engine }
 
 // Run opens the sockets, starts the engine and serves until ctx ends.
 func (d *Daemon) Run(ctx context.Context) error {
+	ctl, err := d.startControl()
+	if err != nil {
+		return err
+	}
+	defer ctl.stop()
 	var cfgs []transport.ListenConfig
 	for _, a := range d.cfg.Listen.Addrs {
 		cfgs = append(cfgs,
@@ -119,6 +124,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.sockets = socks
+	ctl.setSockets(socks)
 	d.engine.Start()
 	for _, s := range socks {
 		d.wg.Add(1)
@@ -136,6 +142,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.persist(ctx)
 	d.startConnections()
 	<-ctx.Done()
+	ctl.stop()
 	d.shutdown()
 	return nil
 }
