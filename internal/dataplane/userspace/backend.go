@@ -15,9 +15,11 @@ import (
 // Defaults for Config.
 const (
 	DefaultName = "hike0"
-	// DefaultMTU leaves room on a 1500-octet path for the outer IPv6 header
-	// (40), UDP (8) and the largest ESP overhead hike negotiates (AES-CBC
-	// with HMAC-SHA2-512-256: 8 + 16 IV + 15 padding + 2 + 32 ICV).
+	// DefaultMTU is the largest inner packet whose ESP packet still fits a
+	// 1500-octet path with the costliest combination hike negotiates:
+	// outer IPv6 (40), UDP (8), SPI and sequence number (8), a CBC IV (16),
+	// 1380 octets padded with the trailer to 1392, and a 32-octet
+	// HMAC-SHA2-512-256 ICV: 1496 octets.
 	DefaultMTU = 1380
 	// eventBuffer is how many lifetime events wait for the daemon before
 	// the backend reports EventLost instead.
@@ -62,8 +64,8 @@ type Config struct {
 
 // Backend is the userspace ESP data plane. It implements dataplane.Backend.
 //
-// Concurrency: one goroutine reads the device and seals and sends every
-// outbound packet itself; inbound packets are opened and written to the
+// Concurrency: one goroutine reads the device (in bursts, see the package
+// documentation) and seals and sends every outbound packet itself; inbound packets are opened and written to the
 // device on the goroutine that calls HandleESP (the socket's receive loop,
 // or the backend's own raw-socket readers). Packet paths take a read lock
 // on the SA and policy tables for the lookups only, and each SA's mutex for

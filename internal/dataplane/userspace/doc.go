@@ -28,12 +28,31 @@
 // (narrower address range, then a named protocol, then narrower ports).
 // Lookups cost a handful of map probes however many policies are installed.
 //
+// # Batching and offloads
+//
+// The TUN device is opened with a virtio-net header (IFF_VNET_HDR) and TCP
+// segmentation and checksum offload (TUNSETOFFLOAD), so the kernel hands
+// over TCP super-packets of up to 64 KiB with partial checksums; the reader
+// cuts them into segments and finishes the checksums itself (offload.go).
+// It takes up to 32 packets per wake-up and sends their UDP-encapsulated
+// ESP packets with one Config.SendESPBatch call (sendmmsg). Decrypted
+// packets go to the kernel one write each, marked as checksum-valid: ESP
+// has authenticated them.
+//
 // # Concurrency and memory
 //
-// The device reader owns a single buffer with room before and after the
-// packet, so sealing happens in place and the outbound path does not
-// allocate. The inbound path decrypts into the caller's buffer and does not
-// allocate either. Tables are guarded by one RWMutex that packet paths hold
-// only for lookups; each SA's own mutex serialises Seal or Open as esp.SA
-// requires. See Backend for the details.
+// The device reader owns its buffers (32 of 64 KiB plus room for the ESP
+// header and trailer), so sealing happens in place and the outbound path
+// does not allocate. The inbound path decrypts in place in the caller's
+// buffer and does not allocate either. Tables are guarded by one RWMutex
+// that packet paths hold only for lookups; each SA's own mutex serialises
+// Seal or Open as esp.SA requires. See Backend for the details.
+//
+// # Differences from the kernel data plane
+//
+// Close removes the TUN device, and with it every SA, policy and route: a
+// userspace data plane cannot outlive its process. SetReplayState merges
+// rather than overwrites, so it can only make the window stricter. A
+// ReplayWindow of 0 gets esp.DefaultReplayWindow, since esp always checks
+// replays, and other sizes are rounded up to a multiple of 64.
 package userspace
