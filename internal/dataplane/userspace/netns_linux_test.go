@@ -399,3 +399,80 @@ func iperf3(t *testing.T, a, b *side) {
 	}
 	t.Logf("iperf3, one TCP stream, 5 s: %.0f Mbit/s received", rep.End.SumReceived.BitsPerSecond/1e6)
 }
+
+// TestNetnsRoutes checks the route bookkeeping against the kernel: routes
+// that already exist are tolerated and left alone, selectors covering the
+// tunnel endpoints are not routed, shared prefixes are routed once and
+// removed with their last policy, and Close removes the device.
+func TestNetnsRoutes(t *testing.T) {
+	requireRoot(t)
+	ns := fmt.Sprintf("hkus-r-%d-%d", os.Getpid(), rand.IntN(1<<20))
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run(t, "ip", "netns", "add", ns)
+	run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	run(t, "ip", "-n", ns, "link", "add", "vr0", "type", "veth", "peer", "name", "vr1")
+	run(t, "ip", "-n", ns, "addr", "add", "192.168.5.1/24", "dev", "vr0")
+	run(t, "ip", "-n", ns, "link", "set", "vr0", "up")
+	run(t, "ip", "-n", ns, "link", "set", "vr1", "up")
+	// An administrator's route for a prefix a policy will also cover.
+	run(t, "ip", "-n", ns, "route", "add", "10.50.0.0/24", "dev", "vr0", "proto", "104")
+
+	var be *Backend
+	if err := inNetns(ns, func() (err error) {
+		be, err = New(Config{Name: "hike0", Logger: quietLogger(),
+			SendESP: func(netip.Addr, netip.AddrPort, []byte) error { return nil }})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			be.Close()
+		}
+	})
+	outer := func(p dataplane.Policies) dataplane.Policies {
+		p.Local, p.Remote = netip.MustParseAddr("192.168.5.1"), netip.MustParseAddr("192.168.5.2")
+		return p
+	}
+	p1 := outer(dataplane.Policies{ReqID: 1, LocalTS: ts("10.40.0.0/24"),
+		RemoteTS: append(ts("10.50.0.0/24"), ts("10.60.0.0/24")...)})
+	p2 := outer(dataplane.Policies{ReqID: 2, LocalTS: ts("10.40.0.0/24"), RemoteTS: ts("10.60.0.0/24")})
+	p3 := outer(dataplane.Policies{ReqID: 3, LocalTS: ts("10.40.0.0/24"), RemoteTS: ts("0.0.0.0/0")})
+	for _, p := range []dataplane.Policies{p1, p2, p3} {
+		if err := be.InstallPolicies(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routes := func() string { return run(t, "ip", "-n", ns, "route", "show", "proto", "104") }
+	got := routes()
+	for _, want := range []string{"10.50.0.0/24 dev vr0", "10.60.0.0/24 dev hike0"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("routes:\n%s\nmissing %q", got, want)
+		}
+	}
+	if strings.Contains(got, "default") || strings.Count(got, "10.60.0.0/24") != 1 {
+		t.Errorf("routes:\n%s\nwant no default route and one route for the shared prefix", got)
+	}
+
+	// 10.60.0.0/24 stays while p2 still uses it.
+	be.RemovePolicies(p1)
+	if got := routes(); !strings.Contains(got, "10.60.0.0/24 dev hike0") || !strings.Contains(got, "10.50.0.0/24 dev vr0") {
+		t.Errorf("after removing p1:\n%s", got)
+	}
+	be.RemovePolicies(p2)
+	if got := routes(); strings.Contains(got, "10.60.0.0/24") || !strings.Contains(got, "10.50.0.0/24 dev vr0") {
+		t.Errorf("after removing p2:\n%s", got)
+	}
+	be.InstallPolicies(p2)
+	closed = true
+	if err := be.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := routes(); strings.Contains(got, "hike0") || !strings.Contains(got, "10.50.0.0/24 dev vr0") {
+		t.Errorf("after Close:\n%s", got)
+	}
+	if out, err := exec.Command("ip", "-n", ns, "link", "show", "hike0").CombinedOutput(); err == nil {
+		t.Errorf("hike0 still exists after Close:\n%s", out)
+	}
+}
