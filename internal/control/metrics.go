@@ -56,7 +56,7 @@ var states = []string{"init", "auth", "established", "deleting"}
 
 type desc struct {
 	// IKE
-	sas, children, exchanges                     *prometheus.Desc
+	sas, children, rfc6311, exchanges            *prometheus.Desc
 	retransmitsSent, retransmitsIn               *prometheus.Desc
 	dpdSent, dpdTimeouts                         *prometheus.Desc
 	syncsSent, syncsAnswered, syncsDropped       *prometheus.Desc
@@ -85,6 +85,7 @@ func NewCollector(src Sources) prometheus.Collector {
 	return &collector{src: src, d: desc{
 		sas:             c("ike_sas", "IKE SAs by state.", "state"),
 		children:        c("ike_child_sas", "Child SAs of all IKE SAs."),
+		rfc6311:         c("ike_rfc6311_sas", "IKE SAs that negotiated an RFC 6311 synchronisation.", "sync"),
 		exchanges:       c("ike_exchanges_total", "Completed IKE exchanges by type, our role and result.", "exchange", "role", "result"),
 		retransmitsSent: c("ike_retransmits_sent_total", "Requests of ours sent again because no response came."),
 		retransmitsIn:   c("ike_retransmits_received_total", "Retransmitted requests from peers answered from the response cache."),
@@ -121,7 +122,7 @@ func NewCollector(src Sources) prometheus.Collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &c.d
 	for _, x := range []*prometheus.Desc{
-		d.sas, d.children, d.exchanges, d.retransmitsSent, d.retransmitsIn, d.dpdSent, d.dpdTimeouts,
+		d.sas, d.children, d.rfc6311, d.exchanges, d.retransmitsSent, d.retransmitsIn, d.dpdSent, d.dpdTimeouts,
 		d.syncsSent, d.syncsAnswered, d.syncsDropped, d.malformed, d.unknownSPI, d.integrity, d.queueDrops, d.cookies,
 		d.rxDatagrams, d.rxBytes, d.rxBatches, d.rxIKE, d.rxESP, d.keepalives, d.sockDrops, d.rxErrors,
 		d.txDatagrams, d.txBytes, d.txBatches, d.txErrors, d.fallbacks, d.dpPackets, d.dpDrops,
@@ -166,15 +167,23 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 	for _, s := range states {
 		byState[s] = 0
 	}
-	children := 0
+	children, midSync, replaySync := 0, 0, 0
 	for _, sa := range c.src.Engine.List() {
 		byState[sa.State]++
 		children += len(sa.Children)
+		if sa.Extensions.MIDSync {
+			midSync++
+		}
+		if sa.Extensions.ReplaySync {
+			replaySync++
+		}
 	}
 	for s, n := range byState {
 		gauge(ch, d.sas, n, s)
 	}
 	gauge(ch, d.children, children)
+	gauge(ch, d.rfc6311, midSync, "message_id")
+	gauge(ch, d.rfc6311, replaySync, "replay_counter")
 
 	st := c.src.Engine.Stats()
 	for t := range st.Exchanges {

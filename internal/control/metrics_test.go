@@ -94,6 +94,7 @@ func TestMetricsFollowEvents(t *testing.T) {
 	eng := &fakeEngine{}
 	sa := controltest.SA(1, 2, "rw", "198.51.100.1:500")
 	sa.Children = []ike.ChildInfo{{Name: "a"}, {Name: "b"}}
+	sa.Extensions.MIDSync = true
 	half := controltest.SA(3, 0, "rw", "198.51.100.2:500")
 	half.State = "init"
 	eng.set(sa, half)
@@ -128,21 +129,23 @@ func TestMetricsFollowEvents(t *testing.T) {
 		}
 	}
 	expect(before, map[string]float64{
-		`hike_ike_sas{state=established}`: 1,
-		`hike_ike_sas{state=init}`:        1,
-		`hike_ike_sas{state=auth}`:        0,
-		`hike_ike_sas{state=deleting}`:    0,
-		`hike_ike_child_sas`:              2,
+		`hike_ike_sas{state=established}`:                                           1,
+		`hike_ike_sas{state=init}`:                                                  1,
+		`hike_ike_sas{state=auth}`:                                                  0,
+		`hike_ike_sas{state=deleting}`:                                              0,
+		`hike_ike_child_sas`:                                                        2,
+		`hike_ike_rfc6311_sas{sync=message_id}`:                                     1,
+		`hike_ike_rfc6311_sas{sync=replay_counter}`:                                 0,
 		`hike_ike_exchanges_total{exchange=INFORMATIONAL,result=ok,role=initiator}`: 0,
-		`hike_ike_dpd_sent_total`:                                         0,
-		`hike_ike_syncs_answered_total`:                                   0,
-		`hike_transport_received_datagrams_total{socket=192.0.2.1:500}`:   10,
-		`hike_transport_ike_messages_total{socket=192.0.2.1:500}`:         9,
-		`hike_transport_drops_total{reason=runt,socket=192.0.2.1:500}`:    1,
-		`hike_transport_drops_total{reason=kernel,socket=192.0.2.1:4500}`: 0,
-		`hike_dataplane_packets_total{direction=out}`:                     5,
-		`hike_dataplane_packets_total{direction=in}`:                      4,
-		`hike_dataplane_drops_total{reason=replay}`:                       0,
+		`hike_ike_dpd_sent_total`:                                                   0,
+		`hike_ike_syncs_answered_total`:                                             0,
+		`hike_transport_received_datagrams_total{socket=192.0.2.1:500}`:             10,
+		`hike_transport_ike_messages_total{socket=192.0.2.1:500}`:                   9,
+		`hike_transport_drops_total{reason=runt,socket=192.0.2.1:500}`:              1,
+		`hike_transport_drops_total{reason=kernel,socket=192.0.2.1:4500}`:           0,
+		`hike_dataplane_packets_total{direction=out}`:                               5,
+		`hike_dataplane_packets_total{direction=in}`:                                4,
+		`hike_dataplane_drops_total{reason=replay}`:                                 0,
 	})
 
 	// Events: a DPD round, a failed IKE_AUTH as responder, a sync answered
@@ -171,9 +174,10 @@ func TestMetricsFollowEvents(t *testing.T) {
 
 	after := scrape(t, h)
 	expect(after, map[string]float64{
-		`hike_ike_sas{state=established}`: 0,
-		`hike_ike_sas{state=init}`:        1,
-		`hike_ike_child_sas`:              0,
+		`hike_ike_sas{state=established}`:       0,
+		`hike_ike_sas{state=init}`:              1,
+		`hike_ike_child_sas`:                    0,
+		`hike_ike_rfc6311_sas{sync=message_id}`: 0,
 		`hike_ike_exchanges_total{exchange=INFORMATIONAL,result=ok,role=initiator}`: 3,
 		`hike_ike_exchanges_total{exchange=IKE_AUTH,result=failed,role=responder}`:  1,
 		`hike_ike_exchanges_total{exchange=IKE_AUTH,result=ok,role=responder}`:      0,
