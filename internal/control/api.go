@@ -16,8 +16,8 @@
 // Status codes: 400 bad input, 404 unknown SA or connection, 405 wrong
 // method, 409 the operation does not apply to the SA as it is (say, RFC
 // 6311 not negotiated), 501 the daemon lacks the operation, 502 the
-// exchange with the peer failed, 504 no outcome within the timeout (the
-// exchange may still complete).
+// exchange with the peer failed, 503 the daemon is shutting down, 504 no
+// outcome within the timeout (the exchange may still complete).
 package control
 
 import (

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -285,13 +286,9 @@ func (h *handler) terminate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("control: terminate", "sa", info.ID, "conn", info.Conn)
-	if err, ok := h.await(w, r, ch, timeout, info.ID, "deleted"); ok {
-		if err != nil {
-			writeError(w, http.StatusBadGateway, CodeFailed, fmt.Sprintf("IKE SA %s: %v", info.ID, err))
-			return
-		}
+	h.finish(w, r, ch, timeout, info.ID, "deleted", func() {
 		writeJSON(w, http.StatusOK, Result{ID: info.ID, Conn: info.Conn, Result: "deleted"})
-	}
+	})
 }
 
 func (h *handler) resync(w http.ResponseWriter, r *http.Request) {
@@ -305,11 +302,7 @@ func (h *handler) resync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("control: resync", "sa", info.ID, "conn", info.Conn)
-	if err, ok := h.await(w, r, ch, timeout, info.ID, "synchronised"); ok {
-		if err != nil {
-			writeError(w, http.StatusBadGateway, CodeFailed, fmt.Sprintf("IKE SA %s: %v", info.ID, err))
-			return
-		}
+	h.finish(w, r, ch, timeout, info.ID, "synchronised", func() {
 		// The SA after the sync carries the counters before and after it.
 		after, err := h.svc.Show(info.ID)
 		if err != nil {
@@ -317,7 +310,7 @@ func (h *handler) resync(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, after)
-	}
+	})
 }
 
 // prepareOp resolves the SA of a terminate or resync and reads the
@@ -335,21 +328,24 @@ func (h *handler) prepareOp(w http.ResponseWriter, r *http.Request) (ike.SAInfo,
 	return info, timeout, ok
 }
 
-// await waits for an operation's outcome; ok is false when it has
-// answered the request itself.
-func (h *handler) await(w http.ResponseWriter, r *http.Request, ch <-chan error, timeout time.Duration, id, what string) (error, bool) {
+// finish waits for the outcome of an operation on the SA id and answers
+// the request: through ok when the operation succeeded.
+func (h *handler) finish(w http.ResponseWriter, r *http.Request, ch <-chan error, timeout time.Duration, id, what string, ok func()) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case err := <-ch:
-		return err, true
+		if err != nil {
+			writeError(w, http.StatusBadGateway, CodeFailed, fmt.Sprintf("IKE SA %s: %v", id, err))
+			return
+		}
+		ok()
 	case <-t.C:
 		writeError(w, http.StatusGatewayTimeout, CodeTimeout,
 			fmt.Sprintf("IKE SA %s: not %s within %v; the exchange may still complete", id, what, timeout))
 	case <-r.Context().Done():
 		writeError(w, http.StatusServiceUnavailable, CodeFailed, "control socket closing")
 	}
-	return nil, false
 }
 
 func (h *handler) lookup(w http.ResponseWriter, r *http.Request) (ike.SAInfo, bool) {
@@ -426,7 +422,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		b, _ = json.Marshal(ErrorBody{Error: "encoding the response: " + err.Error(), Code: CodeFailed})
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", fmt.Sprint(len(b)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
 }
