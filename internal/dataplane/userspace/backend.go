@@ -118,6 +118,7 @@ type path struct {
 type saState struct {
 	id    dataplane.SAID
 	reqID uint32
+	dir   esp.Direction
 	sa    *esp.SA
 	mu    sync.Mutex // one Seal or one Open at a time, as esp.SA requires
 	path  atomic.Pointer[path]
@@ -216,7 +217,7 @@ func (b *Backend) newState(sa *dataplane.SA, dir esp.Direction) (*saState, error
 	if err := sa.Validate(); err != nil {
 		return nil, err
 	}
-	st := &saState{id: sa.ID, reqID: sa.ReqID}
+	st := &saState{id: sa.ID, reqID: sa.ReqID, dir: dir}
 	cfg := esp.Config{
 		SPI:       sa.ID.SPI,
 		Direction: dir,
@@ -238,21 +239,18 @@ func (b *Backend) newState(sa *dataplane.SA, dir esp.Direction) (*saState, error
 		return nil, fmt.Errorf("SA %s: %w", sa.ID, err)
 	}
 	st.sa = s
-	if err := b.setPath(st, sa); err != nil {
-		return nil, err
-	}
+	st.setPath(sa)
 	st.setLifetime(sa.Lifetime)
 	return st, nil
 }
 
-func (b *Backend) setPath(st *saState, sa *dataplane.SA) error {
+func (st *saState) setPath(sa *dataplane.SA) {
 	p := &path{local: sa.ID.Src, remote: netip.AddrPortFrom(sa.ID.Dst, 0)}
 	if sa.Encap != nil {
 		p.udp = true
 		p.remote = netip.AddrPortFrom(sa.ID.Dst, sa.Encap.DstPort)
 	}
 	st.path.Store(p)
-	return nil
 }
 
 func (st *saState) setLifetime(l dataplane.Lifetime) {
@@ -307,7 +305,7 @@ func (b *Backend) UpdateSA(sa dataplane.SA) error {
 	if err != nil {
 		return err
 	}
-	if _, isIn := b.inboundState(st); !isIn {
+	if st.dir == esp.Outbound {
 		if sa.Encap == nil && b.raw == nil {
 			return fmt.Errorf("SA %s: no UDP encapsulation and raw ESP is not enabled", sa.ID)
 		}
@@ -315,7 +313,7 @@ func (b *Backend) UpdateSA(sa dataplane.SA) error {
 			return fmt.Errorf("SA %s: UDP encapsulation but no SendESP configured", sa.ID)
 		}
 	}
-	b.setPath(st, &sa)
+	st.setPath(&sa)
 	st.setLifetime(sa.Lifetime)
 	// New limits may lie above the old ones: let a soft event fire again
 	// once the new soft limit is reached.
@@ -324,13 +322,6 @@ func (b *Backend) UpdateSA(sa dataplane.SA) error {
 	}
 	b.checkLifetime(st)
 	return nil
-}
-
-func (b *Backend) inboundState(st *saState) (*saState, bool) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	in, ok := b.inbound[st.id.SPI]
-	return in, ok && in == st
 }
 
 // DeleteSA implements dataplane.Backend.
@@ -397,7 +388,7 @@ func (b *Backend) OutboundSeq(id dataplane.SAID) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, in := b.inboundState(st); in {
+	if st.dir != esp.Outbound {
 		return 0, fmt.Errorf("SA %s: %w", id, esp.ErrDirection)
 	}
 	return st.sa.OutboundSeq(), nil
@@ -423,7 +414,7 @@ func (b *Backend) ReplayState(id dataplane.SAID) (dataplane.Replay, error) {
 	if err != nil {
 		return dataplane.Replay{}, err
 	}
-	if _, in := b.inboundState(st); !in {
+	if st.dir != esp.Inbound {
 		return dataplane.Replay{}, fmt.Errorf("SA %s: %w", id, esp.ErrDirection)
 	}
 	return toReplay(st.sa.ReplayState()), nil

@@ -633,3 +633,32 @@ func TestBatchSend(t *testing.T) {
 	}
 	waitFor(t, func() bool { s := a.Stats(); return s.TxPackets == 20 && s.DropSendFailed == 1 })
 }
+
+func TestDirectionErrors(t *testing.T) {
+	p := newPair(t)
+	c := newChildSA(t, algGCM256, 1, 0x71, 0x72, ts("10.0.1.0/24"), ts("10.0.2.0/24"))
+	p.install(t, c)
+	if _, err := p.a.OutboundSeq(c.a.In.ID); !errors.Is(err, esp.ErrDirection) {
+		t.Errorf("OutboundSeq of an inbound SA: %v", err)
+	}
+	if err := p.a.SetOutboundSeq(c.a.In.ID, 5); !errors.Is(err, esp.ErrDirection) {
+		t.Errorf("SetOutboundSeq of an inbound SA: %v", err)
+	}
+	if _, err := p.a.ReplayState(c.a.Out.ID); !errors.Is(err, esp.ErrDirection) {
+		t.Errorf("ReplayState of an outbound SA: %v", err)
+	}
+	if err := p.a.AdvanceReplay(c.a.Out.ID, 5); !errors.Is(err, esp.ErrDirection) {
+		t.Errorf("AdvanceReplay of an outbound SA: %v", err)
+	}
+	missing := dataplane.SAID{SPI: 0xdead, Src: c.outerA, Dst: c.outerB}
+	for name, err := range map[string]error{
+		"Counters":    func() error { _, err := p.a.Counters(missing); return err }(),
+		"ReplayState": func() error { _, err := p.a.ReplayState(missing); return err }(),
+		"DeleteSA":    p.a.DeleteSA(missing),
+		"UpdateSA":    p.a.UpdateSA(dataplane.SA{ID: missing}),
+	} {
+		if !errors.Is(err, dataplane.ErrNotFound) {
+			t.Errorf("%s of a missing SA: %v, want ErrNotFound", name, err)
+		}
+	}
+}
