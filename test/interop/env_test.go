@@ -146,7 +146,7 @@ func (e *env) startSwan(i int, conf string) *swan.Daemon {
 
 func (e *env) dumpLogs() {
 	if e.hike != nil {
-		e.t.Logf("hike output:\n%s", tailLines(e.hike.Out.String(), 80))
+		e.t.Logf("hike output:\n%s", tailLines(e.hike.Out.String(), 120))
 	}
 	for i, c := range e.clients {
 		if c.swan != nil {
