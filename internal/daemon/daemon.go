@@ -194,9 +194,18 @@ func (d *Daemon) Initiate(name string, done func(ike.SAInfo, error)) error {
 		return fmt.Errorf("connection %q has no single remote address", name)
 	}
 	remote := netip.AddrPortFrom(c.Remote.Addrs[0].Addr(), d.cfg.Listen.Port)
-	local, err := sourceFor(remote)
-	if err != nil {
-		return err
+	var local netip.Addr
+	for _, a := range c.Local.Addrs {
+		if a.Is4() == remote.Addr().Unmap().Is4() {
+			local = a
+			break
+		}
+	}
+	if !local.IsValid() {
+		var err error
+		if local, err = sourceFor(remote); err != nil {
+			return err
+		}
 	}
 	return d.engine.Initiate(name, netip.AddrPortFrom(local, d.cfg.Listen.Port), done)
 }

@@ -45,12 +45,12 @@ func (s State) String() string {
 // Extensions are what the two ends negotiated beyond RFC 7296. They are part
 // of the SA record, and an IKE SA rekey inherits them.
 type Extensions struct {
-	Fragmentation bool // RFC 7383, both sent IKEV2_FRAGMENTATION_SUPPORTED
-	MIDSync       bool // RFC 6311, both sent IKEV2_MESSAGE_ID_SYNC_SUPPORTED
-	ReplaySync    bool // RFC 6311, both sent IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED
-	SigHash       bool // RFC 7427, the peer sent SIGNATURE_HASH_ALGORITHMS
-	NATLocal      bool // we are behind a NAT: send keepalives
-	NATRemote     bool // the peer is behind a NAT: follow its address
+	Fragmentation bool `json:"fragmentation"` // RFC 7383, both sent IKEV2_FRAGMENTATION_SUPPORTED
+	MIDSync       bool `json:"mid_sync"`      // RFC 6311, both sent IKEV2_MESSAGE_ID_SYNC_SUPPORTED
+	ReplaySync    bool `json:"replay_sync"`   // RFC 6311, both sent IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED
+	SigHash       bool `json:"sig_hash"`      // RFC 7427, the peer sent SIGNATURE_HASH_ALGORITHMS
+	NATLocal      bool `json:"nat_local"`     // we are behind a NAT: send keepalives
+	NATRemote     bool `json:"nat_remote"`    // the peer is behind a NAT: follow its address
 }
 
 // SA is one IKE SA with its Child SAs. All fields are guarded by mu; the
@@ -114,13 +114,13 @@ type SA struct {
 
 // SAStats counts what happened on an IKE SA, for `hike sa show`.
 type SAStats struct {
-	Retransmits    uint32
-	DPDSent        uint32
-	DPDAnswered    uint32
-	SyncsAnswered  uint32
-	SyncsDropped   uint32
-	LastSyncBefore [2]uint32 // next send, next recv before the last sync
-	LastSyncAfter  [2]uint32
+	Retransmits    uint32    `json:"retransmits"`
+	DPDSent        uint32    `json:"dpd_sent"`
+	DPDAnswered    uint32    `json:"dpd_answered"`
+	SyncsAnswered  uint32    `json:"syncs_answered"`
+	SyncsDropped   uint32    `json:"syncs_dropped"`
+	LastSyncBefore [2]uint32 `json:"last_sync_before"` // next send, next recv before the last sync
+	LastSyncAfter  [2]uint32 `json:"last_sync_after"`
 }
 
 // handshake is what IKE_SA_INIT leaves for IKE_AUTH to sign and check.
