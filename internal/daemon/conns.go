@@ -32,6 +32,7 @@ func conn(c *config.Connection) (*ike.Conn, error) {
 		RemoteAddrs:   c.Remote.Addrs,
 		IKEProposals:  proposals(c.IKE.Proposals),
 		DPDDelay:      c.DPD.Delay,
+		NATKeepalive:  c.NATKeepalive,
 		RekeyTime:     c.IKE.RekeyTime,
 		Lifetime:      c.IKE.Lifetime,
 		Fragmentation: c.Fragmentation,

@@ -63,6 +63,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		Send:            d.sendIKE,
 		Logger:          log,
 		CookieThreshold: cfg.Limits.HalfOpenCookieThreshold,
+		Keepalive:       d.sendKeepalive,
 	})
 	switch {
 	case opts.NoDataplane:
@@ -247,6 +248,14 @@ func (d *Daemon) sendIKE(local, remote netip.AddrPort, msg []byte) error {
 		src = netip.Addr{}
 	}
 	return s.SendIKE(src, netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()), msg)
+}
+
+func (d *Daemon) sendKeepalive(local, remote netip.AddrPort) error {
+	s := d.socket(remote.Addr().Unmap().Is4(), true)
+	if s == nil {
+		return errNoSocket
+	}
+	return s.SendKeepalive(local.Addr(), netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()))
 }
 
 func (d *Daemon) sendESP(local netip.Addr, remote netip.AddrPort, pkt []byte) error {

@@ -34,6 +34,7 @@ type authRequest struct {
 	child       childRequest
 	childErr    error
 	childNotify wire.NotifyType
+	window      uint32 // SET_WINDOW_SIZE (RFC 7296 §2.3)
 	hasChild    bool
 	cpAttrs     [8]wire.CPAttribute
 }
@@ -79,6 +80,8 @@ func parseAuth(ps []wire.Payload, idType wire.PayloadType) (authRequest, error) 
 				r.midSync = true
 			case n.Type == wire.IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED:
 				r.replaySync = true
+			case n.Type == wire.SET_WINDOW_SIZE:
+				r.window, err = n.WindowSize()
 			case n.Type.IsError() && r.childNotify == 0:
 				r.childNotify = n.Type
 			}
@@ -121,6 +124,9 @@ func (e *Engine) respondAuth(sa *SA, in *inbound, w *wire.Builder) (postAction, 
 		return postDeleteSA, nil
 	}
 	sa.peerID = wire.ID{Type: req.id.Type, Data: bytes.Clone(req.id.Data)}
+	// hike keeps one request in flight whatever the peer's window; the
+	// window still matters to RFC 6311, whose M1 must clear it.
+	sa.peerWindow = max(req.window, 1)
 
 	// Our identity and AUTH.
 	localID := sa.ourID()
@@ -506,6 +512,7 @@ func (x *authExchange) process(e *Engine, sa *SA, in *inbound) error {
 		return err
 	}
 	sa.peerID = wire.ID{Type: resp.id.Type, Data: bytes.Clone(resp.id.Data)}
+	sa.peerWindow = max(resp.window, 1)
 	sa.ext.MIDSync = resp.midSync && sa.conn.MIDSync
 	sa.ext.ReplaySync = resp.replaySync && sa.conn.ReplaySync
 	if resp.cp != nil && resp.cp.Type == wire.CFG_REPLY {

@@ -44,6 +44,7 @@ type Conn struct {
 	RequestVIP bool
 
 	DPDDelay      time.Duration // 0 disables DPD
+	NATKeepalive  time.Duration // RFC 3948 keepalive interval behind a NAT; 0 disables
 	RekeyTime     time.Duration // IKE SA rekey; 0 disables
 	Lifetime      time.Duration // hard limit for the IKE SA; 0 means none
 	Fragmentation bool

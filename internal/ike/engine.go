@@ -30,10 +30,15 @@ type Config struct {
 	Workers          int
 	HandshakeWorkers int
 	// HandshakeQueue bounds the handshake backlog; past it new IKE_SA_INIT
-	// requests are dropped (and, past CookieThreshold half-open SAs,
-	// answered with a COOKIE first).
-	HandshakeQueue  int
+	// requests are dropped.
+	HandshakeQueue int
+	// CookieThreshold is the number of half-open SAs from which IKE_SA_INIT
+	// must carry a valid COOKIE (RFC 7296 §2.6): 0 demands one always, a
+	// negative value never.
 	CookieThreshold int
+	// Keepalive sends one NAT keepalive (RFC 3948 §2.3) from local to
+	// remote; nil disables keepalives.
+	Keepalive func(local, remote netip.AddrPort) error
 
 	// Retransmission (RFC 7296 §2.1): the first timeout, growth factor and
 	// number of retransmissions before the peer is declared dead.
@@ -52,9 +57,6 @@ func (c *Config) defaults() {
 	}
 	if c.HandshakeQueue <= 0 {
 		c.HandshakeQueue = 4096
-	}
-	if c.CookieThreshold <= 0 {
-		c.CookieThreshold = 10000
 	}
 	if c.RetransmitTimeout <= 0 {
 		c.RetransmitTimeout = 2 * time.Second
@@ -304,6 +306,7 @@ func (e *Engine) rearm(sa *SA) {
 		earliest(sa.out.next)
 	}
 	earliest(sa.dpdAt)
+	earliest(sa.keepAt)
 	if p := sa.resync; p != nil && p.active {
 		_, t := p.r.Next()
 		earliest(t)

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,13 +17,14 @@ import (
 // strongSwan tests live in test/interop; this one checks the state
 // machines' logic quickly and deterministically.
 type pair struct {
-	t     *testing.T
-	a, b  *Engine
-	aAddr netip.AddrPort
-	bAddr netip.AddrPort
-	mu    sync.Mutex
-	drop  func(from string, msg []byte) bool
-	sent  map[string][][]byte
+	t       *testing.T
+	a, b    *Engine
+	aAddr   netip.AddrPort
+	bAddr   netip.AddrPort
+	mu      sync.Mutex
+	drop    func(from string, msg []byte) bool
+	sent    map[string][][]byte
+	cookies int // the responder's cookie threshold
 }
 
 func testConns(psk string) (client, server *Conn) {
@@ -53,14 +55,19 @@ func testConns(psk string) (client, server *Conn) {
 }
 
 func newPair(t *testing.T, client, server *Conn) *pair {
+	return newPairCookies(t, client, server, -1)
+}
+
+func newPairCookies(t *testing.T, client, server *Conn, cookies int) *pair {
 	p := &pair{t: t, aAddr: netip.MustParseAddrPort("192.0.2.1:500"), bAddr: netip.MustParseAddrPort("192.0.2.2:500"),
-		sent: map[string][][]byte{}}
+		sent: map[string][][]byte{}, cookies: cookies}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	mk := func(name string, conns []*Conn, other **Engine, self netip.AddrPort) *Engine {
 		return New(Config{Conns: conns, Logger: log.With("engine", name), RetransmitTimeout: 200 * time.Millisecond,
+			CookieThreshold: p.cookies,
 			Send: func(local, remote netip.AddrPort, msg []byte) error {
 				c := append([]byte(nil), msg...)
 				p.mu.Lock()
@@ -155,4 +162,115 @@ func TestWrongPSKFails(t *testing.T) {
 		t.Fatal("no outcome")
 	}
 	waitFor(t, "responder cleanup", func() bool { return len(p.b.List()) == 0 })
+}
+
+// TestCookie: a responder that demands cookies answers the first
+// IKE_SA_INIT with one; the initiator repeats with the cookie first and the
+// SA establishes (RFC 7296 §2.6).
+func TestCookie(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	p := newPairCookies(t, client, server, 0)
+	p.establish()
+	if n := p.b.Stats().CookiesSent.Load(); n != 1 {
+		t.Fatalf("%d cookies sent", n)
+	}
+	// The retried request carries N(COOKIE) as its first payload.
+	var inits int
+	for _, m := range p.sent["a"] {
+		var msg wire.Message
+		if msg.Parse(m) == nil && msg.Header.Exchange == wire.IKE_SA_INIT {
+			inits++
+			if inits == 2 {
+				n, err := wire.ParseNotify(msg.Payloads[0].Body)
+				if msg.Payloads[0].Type != wire.PayloadNotify || err != nil || n.Type != wire.COOKIE {
+					t.Fatalf("second IKE_SA_INIT does not start with N(COOKIE)")
+				}
+			}
+		}
+	}
+	if inits != 2 {
+		t.Fatalf("%d IKE_SA_INIT requests", inits)
+	}
+}
+
+// TestInvalidKE: the initiator's KE is for a group the responder does not
+// accept; it answers INVALID_KE_PAYLOAD with the group it wants, and the
+// initiator retries with that group (RFC 7296 §1.2).
+func TestInvalidKE(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	client.IKEProposals[0].Transforms = append(client.IKEProposals[0].Transforms,
+		wire.Transform{Type: wire.TransformDH, ID: wire.DH_ECP_256})
+	server.IKEProposals = []wire.Proposal{{Num: 1, Protocol: wire.ProtoIKE, Transforms: []wire.Transform{
+		{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLen: 256},
+		{Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_256},
+		{Type: wire.TransformDH, ID: wire.DH_ECP_256},
+	}}}
+	p := newPair(t, client, server)
+	info := p.establish()
+	if !strings.Contains(info.Suite, "dh=19") {
+		t.Fatalf("suite %s", info.Suite)
+	}
+	if n := p.b.Stats().Exchanges[0][1][1].Load(); n != 1 {
+		t.Fatalf("responder refused %d IKE_SA_INIT requests, want 1", n)
+	}
+}
+
+// TestMalformedProtectedRequest: an authentic request with an unknown
+// critical payload is answered with UNSUPPORTED_CRITICAL_PAYLOAD naming the
+// type, and the SA lives on.
+func TestMalformedProtectedRequest(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	p := newPair(t, client, server)
+	p.establish()
+	a := onlySA(t, p.a)
+	a.mu.Lock()
+	p.a.enqueue(a, &rawExchange{payload: 200, critical: true})
+	a.mu.Unlock()
+	waitFor(t, "the error response", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return a.out == nil && a.nextSend == 3 })
+	a.mu.Lock()
+	got := a.stats.Retransmits
+	a.mu.Unlock()
+	if got != 0 {
+		t.Fatalf("request retransmitted %d times", got)
+	}
+	if n := p.b.Stats().Malformed.Load(); n != 1 {
+		t.Fatalf("responder counted %d malformed", n)
+	}
+	// Still alive: DPD works.
+	a.mu.Lock()
+	p.a.enqueue(a, &dpdExchange{})
+	a.mu.Unlock()
+	waitFor(t, "DPD", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return a.out == nil && a.nextSend == 4 })
+	if lastNotify != wire.UNSUPPORTED_CRITICAL_PAYLOAD || lastNotifyData != 200 {
+		t.Fatalf("response carried %v/%d", lastNotify, lastNotifyData)
+	}
+}
+
+var (
+	lastNotify     wire.NotifyType
+	lastNotifyData byte
+)
+
+// rawExchange sends an INFORMATIONAL request with one payload of an
+// arbitrary type and records the first notify of the response.
+type rawExchange struct {
+	payload  wire.PayloadType
+	critical bool
+}
+
+func (*rawExchange) kind() wire.ExchangeType { return wire.INFORMATIONAL }
+func (x *rawExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
+	w.End(append(w.Start(x.payload, x.critical), 1, 2, 3))
+	return nil
+}
+func (x *rawExchange) process(e *Engine, sa *SA, in *inbound) error {
+	for _, p := range in.payloads {
+		if n, err := wire.ParseNotify(p.Body); p.Type == wire.PayloadNotify && err == nil {
+			lastNotify = n.Type
+			if len(n.Data) > 0 {
+				lastNotifyData = n.Data[0]
+			}
+		}
+	}
+	return nil
 }

@@ -46,7 +46,7 @@ func (e *Engine) handleInitRequest(local, remote netip.AddrPort, b []byte) {
 		e.initError(local, remote, h, wire.INVALID_SYNTAX, nil)
 		return
 	}
-	if e.halfOpen.Load() >= int64(e.cfg.CookieThreshold) {
+	if t := e.cfg.CookieThreshold; t >= 0 && e.halfOpen.Load() >= int64(t) {
 		want := e.cookies.make(req.nonce, remote.Addr(), h.SPIi, 0)
 		if !e.cookies.valid(req.cookie, req.nonce, remote.Addr(), h.SPIi) {
 			e.stats.CookiesSent.Add(1)

@@ -126,11 +126,13 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 	in := inbound{hdr: *h, raw: m.Raw, local: local, remote: remote}
 	var err error
 	in.payloads, err = e.open(sa, m, inner[:0])
-	if err != nil {
+	var we *wire.Error
+	authentic := err == nil || (errors.As(err, &we) && !errors.Is(err, crypto.ErrIntegrity))
+	if !authentic {
 		e.dropUndecryptable(sa, err)
 		return
 	}
-	if in.payloads == nil {
+	if err == nil && in.payloads == nil {
 		return // a fragment of an incomplete message
 	}
 	sa.lastHeard = e.now()
@@ -138,11 +140,18 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 
 	var w wire.Builder
 	w.ResetChain(make([]byte, 0, 256))
-	post, err := e.respond(sa, &in, &w)
-	var we *wire.Error
+	post := postNone
+	if err == nil {
+		post, err = e.respond(sa, &in, &w)
+	} else {
+		// Authentic but malformed (RFC 7296 §2.21.2, §2.5): the error
+		// below answers it.
+		e.stats.Malformed.Add(1)
+		e.limitedInfo("malformed request", "sa", sa.logID(), "err", err)
+	}
 	if errors.As(err, &we) {
 		// The request authenticated but is malformed (RFC 7296 §2.21.2):
-		// answer INVALID_SYNTAX alone.
+		// answer INVALID_SYNTAX (or UNSUPPORTED_CRITICAL_PAYLOAD) alone.
 		w.ResetChain(w.Finish()[:0])
 		w.AddNotify(wire.Notify{Type: we.Notify, Data: we.NotifyData()})
 	} else if errors.Is(err, errDrop) {
@@ -419,6 +428,7 @@ func (e *Engine) onTimer(sa *SA) {
 		return
 	}
 	if sa.state == StateEstablished {
+		e.keepalive(sa, now)
 		e.childTimers(sa, now)
 		if !sa.rekeyAt.IsZero() && !now.Before(sa.rekeyAt) {
 			sa.rekeyAt = time.Time{}
@@ -451,4 +461,23 @@ func tail(b []byte, n int) []byte {
 		return b
 	}
 	return b[len(b)-n:]
+}
+
+// keepalive keeps a NAT mapping open while we are behind one (RFC 3948
+// §2.3): any packet would do, but after an interval of silence a single
+// 0xFF octet is the cheapest.
+func (e *Engine) keepalive(sa *SA, now time.Time) {
+	d := sa.conn.NATKeepalive
+	if !sa.ext.NATLocal || d <= 0 || e.cfg.Keepalive == nil {
+		sa.keepAt = time.Time{}
+		return
+	}
+	if sa.keepAt.IsZero() {
+		sa.keepAt = now.Add(d)
+		return
+	}
+	if !now.Before(sa.keepAt) {
+		e.cfg.Keepalive(sa.local, sa.remote)
+		sa.keepAt = now.Add(d)
+	}
 }

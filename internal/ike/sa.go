@@ -96,6 +96,7 @@ type SA struct {
 
 	// Liveness and lifetimes.
 	lastHeard time.Time // last authenticated message from the peer
+	keepAt    time.Time // next NAT keepalive, when we are behind a NAT
 	dpdAt     time.Time // next DPD probe, zero if DPD is off
 	rekeyAt   time.Time
 	expireAt  time.Time
