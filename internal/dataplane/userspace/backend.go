@@ -57,6 +57,13 @@ type Config struct {
 	// without UDP encapsulation. Without it, adding an SA without
 	// encapsulation fails.
 	RawESP bool
+	// CoalesceInbound lets HandleESP hold decrypted TCP segments and hand
+	// consecutive ones of a connection to the kernel as one super-packet,
+	// which saves most of the receiving TCP stack's per-packet work. The
+	// caller must then call EndBatch after every batch of HandleESP calls
+	// (the daemon's transport.BatchEnder), or held segments wait for the
+	// next batch. It needs the TUN device New creates.
+	CoalesceInbound bool
 	// Device, if set, is used instead of creating a TUN device. The backend
 	// then manages no routes, and Close closes the Device.
 	Device Device
@@ -82,6 +89,7 @@ type Backend struct {
 	tun       *tunDevice // dev, if the backend created the TUN device itself
 	router    *router    // nil without a kernel TUN device
 	raw       *rawESP    // nil without Config.RawESP
+	gro       *coalescer // nil without Config.CoalesceInbound
 
 	mu       sync.RWMutex
 	byID     map[dataplane.SAID]*saState
@@ -168,6 +176,12 @@ func New(cfg Config) (*Backend, error) {
 		}
 		b.router = r
 		b.log.Info("userspace data plane: TUN device up", "name", tun.name, "mtu", cfg.MTU, "offload", tun.offload)
+	}
+	if cfg.CoalesceInbound && b.tun != nil && b.tun.offload {
+		b.gro = newCoalescer(func(p []byte) error {
+			_, err := b.tun.File.Write(p)
+			return err
+		}, func(segs int) { b.stats.add(cTUNWrite, uint64(segs)) })
 	}
 	if cfg.RawESP {
 		raw, err := openRawESP()

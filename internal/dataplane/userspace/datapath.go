@@ -239,6 +239,10 @@ func (b *Backend) HandleESP(local netip.Addr, remote netip.AddrPort, pkt []byte)
 		b.stats.inc(cPolicyMismatch)
 		return
 	}
+	if b.gro != nil && b.gro.add(plain[:n], &f) {
+		b.stats.inc(cRx)
+		return
+	}
 	if b.tun != nil {
 		err = b.tun.writeHdr(pkt[:off+n])
 	} else {
@@ -249,6 +253,16 @@ func (b *Backend) HandleESP(local netip.Addr, remote netip.AddrPort, pkt []byte)
 		return
 	}
 	b.stats.inc(cRx)
+}
+
+// EndBatch writes the TCP segments HandleESP held back for coalescing
+// (Config.CoalesceInbound). The daemon calls it when its receive loop has
+// delivered a batch (transport.BatchEnder); without coalescing it does
+// nothing.
+func (b *Backend) EndBatch() {
+	if b.gro != nil {
+		b.gro.endBatch()
+	}
 }
 
 func softReached(l *dataplane.Lifetime, s esp.Stats) bool {

@@ -106,13 +106,14 @@ type side struct {
 type espForwarder struct{ b *Backend }
 
 func (h espForwarder) HandleIKE(p *transport.Packet) {}
+func (h espForwarder) EndBatch()                     { h.b.EndBatch() }
 func (h espForwarder) HandleESP(p *transport.Packet) {
 	h.b.HandleESP(p.Local, p.Remote, p.Data)
 }
 
 // setupNetns creates namespaces A and B joined by veth, with the inner
 // addresses on lo, and starts a backend and a NAT-T socket in each.
-func setupNetns(t *testing.T, rawESP, outer6 bool) (a, b *side) {
+func setupNetns(t *testing.T, rawESP, outer6, coalesce bool) (a, b *side) {
 	requireRoot(t)
 	id := fmt.Sprintf("%d-%d", os.Getpid(), rand.IntN(1<<20))
 	a = &side{ns: "hkus-a-" + id, outer: netip.MustParseAddr("192.168.77.1"), inner: netip.MustParseAddr("10.77.1.1"),
@@ -149,7 +150,8 @@ func setupNetns(t *testing.T, rawESP, outer6 bool) (a, b *side) {
 			if err != nil {
 				return err
 			}
-			be, err := New(Config{Name: "hike0", SendESP: sock.SendESP, SendESPBatch: sock.Send, RawESP: rawESP, Logger: quietLogger()})
+			be, err := New(Config{Name: "hike0", SendESP: sock.SendESP, SendESPBatch: sock.Send, RawESP: rawESP,
+				CoalesceInbound: coalesce, Logger: quietLogger()})
 			if err != nil {
 				sock.Close()
 				return err
@@ -226,12 +228,17 @@ func installTunnel(t *testing.T, a, b *side, encap bool) (saAB, saBA dataplane.S
 
 func TestNetnsPingAndTCP(t *testing.T) {
 	for _, mode := range []struct {
-		name   string
-		encap  bool
-		outer6 bool
-	}{{"udp-encap", true, false}, {"raw-esp", false, false}, {"udp-encap-outer6", true, true}, {"raw-esp-outer6", false, true}} {
+		name     string
+		encap    bool
+		outer6   bool
+		coalesce bool
+	}{
+		{"udp-encap", true, false, false}, {"raw-esp", false, false, false},
+		{"udp-encap-outer6", true, true, false}, {"raw-esp-outer6", false, true, false},
+		{"udp-encap-coalesce", true, false, true}, {"udp-encap-outer6-coalesce", true, true, true},
+	} {
 		t.Run(mode.name, func(t *testing.T) {
-			a, b := setupNetns(t, !mode.encap, mode.outer6)
+			a, b := setupNetns(t, !mode.encap, mode.outer6, mode.coalesce)
 			ab, ba := installTunnel(t, a, b, mode.encap)
 
 			out := run(t, "ip", "netns", "exec", a.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2",

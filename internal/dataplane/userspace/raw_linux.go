@@ -197,6 +197,7 @@ func (c *rawConn) readLoop(b *Backend) {
 			pkt = pkt[ihl:tot]
 		}
 		b.HandleESP(local, netip.AddrPortFrom(remote, 0), pkt)
+		b.EndBatch() // one packet per read here
 	}
 }
 
