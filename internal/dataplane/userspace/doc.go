@@ -37,7 +37,10 @@
 // It takes up to 32 packets per wake-up and sends their UDP-encapsulated
 // ESP packets with one Config.SendESPBatch call (sendmmsg). Decrypted
 // packets go to the kernel one write each, marked as checksum-valid: ESP
-// has authenticated them.
+// has authenticated them. With Config.CoalesceInbound, consecutive TCP
+// segments of a connection are merged and written as one GSO packet when
+// the caller ends its receive batch (EndBatch), the receive-side
+// counterpart of the TSO handling (coalesce.go).
 //
 // # Concurrency and memory
 //
