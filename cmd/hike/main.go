@@ -41,5 +41,6 @@ counters with the peer through RFC 6311 instead of replicating every DPD.`,
 	})
 	root.AddCommand(newServeCmd(), newConfigCmd())
 	root.AddCommand(newSACmd())
+	root.AddCommand(newLabCmd())
 	return root
 }

@@ -1,0 +1,200 @@
+// Package lab runs hike's demonstration scenarios on one machine: it builds
+// network namespaces, runs a hike gateway and clients in them, drives a
+// scenario, reports what happened and removes everything it made, also
+// when the run fails or is interrupted. `hike lab` is its command line.
+//
+// A scenario is a sequence of named steps over a running lab. The first,
+// "tunnel", brings up strongSwan clients against one gateway, pings through
+// each tunnel and watches DPD; the cluster scenarios add nodes and a
+// failover on the same machinery.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/netlab"
+	"github.com/hike-vpn/hike/internal/netlab/swan"
+)
+
+// Client kinds.
+const (
+	ClientAuto       = "auto"       // the best kind installed
+	ClientStrongSwan = "strongswan" // strongSwan's charon with kernel-libipsec
+)
+
+// Options configure one run.
+type Options struct {
+	Scenario   string        // default DefaultScenario
+	Clients    int           // number of clients, default 1
+	ClientKind string        // ClientAuto (default) or ClientStrongSwan
+	DPD        time.Duration // how long to watch DPD, default 4s
+	Pings      int           // echo requests per client, default 5
+	// Hike is the hike binary run as the gateway; default the running
+	// executable, so that `hike lab` shows the very build that runs it.
+	Hike string
+	// Prefix starts the name of every namespace; default "hkl" and three
+	// characters from the process ID. At most 6 characters.
+	Prefix string
+	// Keep leaves the lab up after the scenario until ctx is done.
+	Keep bool
+	// Progress receives one line per step as the run goes; nil discards.
+	Progress io.Writer
+	// Up, if set, is called with the report once the scenario has run and
+	// before the lab is torn down (with Keep: before waiting for ctx).
+	Up func(*Report)
+}
+
+// Scenario is one story the lab can tell.
+type Scenario struct {
+	Name        string
+	Description string
+	summary     func(Options) string // one line on what this run does
+	steps       []step
+}
+
+type step struct {
+	name string
+	run  func(ctx context.Context, e *env, r *Report) error
+}
+
+// DefaultScenario is what `hike lab` runs without --scenario.
+const DefaultScenario = "tunnel"
+
+// Scenarios lists the scenarios in the order `hike lab --help` shows them.
+func Scenarios() []*Scenario { return []*Scenario{tunnelScenario} }
+
+func lookup(name string) (*Scenario, error) {
+	var names []string
+	for _, s := range Scenarios() {
+		if s.Name == name {
+			return s, nil
+		}
+		names = append(names, s.Name)
+	}
+	return nil, fmt.Errorf("lab: unknown scenario %q (have: %s)", name, strings.Join(names, ", "))
+}
+
+// installHint names the Debian packages strongSwan clients need.
+const installHint = "apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins"
+
+// Check reports what is missing on this machine to run the lab with o's
+// client kind, with what to install.
+func Check(o Options) error {
+	if err := netlab.Check(); err != nil {
+		return fmt.Errorf("%w (run as root on Linux; apt-get install iproute2)", err)
+	}
+	switch o.ClientKind {
+	case "", ClientAuto, ClientStrongSwan:
+		// hike's own simulated clients arrive with the cluster; until then
+		// strongSwan is the only kind, so auto needs it too.
+		if err := swan.Check(); err != nil {
+			return fmt.Errorf("strongSwan clients cannot run: %v\ninstall them with: %s", err, installHint)
+		}
+		if _, err := os.Stat("/usr/lib/ipsec/plugins/libstrongswan-curve25519.so"); err != nil {
+			return fmt.Errorf("strongSwan's curve25519 plugin is missing\ninstall it with: %s", installHint)
+		}
+		return nil
+	default:
+		return fmt.Errorf("lab: unknown client kind %q (have: %s)", o.ClientKind, ClientStrongSwan)
+	}
+}
+
+// ErrInterrupted is returned (wrapped) when ctx ended the run before the
+// scenario finished.
+var ErrInterrupted = errors.New("interrupted")
+
+// Run runs a scenario and returns its report; the lab is gone when Run
+// returns, whatever happened. The error is nil exactly when the report says
+// OK.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	sc, err := lookup(o.Scenario)
+	if err != nil {
+		return nil, err
+	}
+	if err := Check(o); err != nil {
+		return nil, err
+	}
+	r := &Report{Scenario: sc.Name, Started: time.Now().UTC(),
+		Summary: sc.summary(o)}
+	e := &env{o: o, progress: o.Progress}
+	defer func() {
+		e.close(r)
+		r.DurationMS = time.Since(r.Started).Milliseconds()
+	}()
+	runErr := e.runSteps(ctx, sc.steps, r)
+	r.OK = runErr == nil
+	if runErr != nil {
+		r.Error = runErr.Error()
+		if ctx.Err() != nil {
+			r.Interrupted = true
+			runErr = fmt.Errorf("%w: %v", ErrInterrupted, runErr)
+		}
+	}
+	if ctx.Err() == nil {
+		r.DurationMS = time.Since(r.Started).Milliseconds()
+		if o.Up != nil {
+			o.Up(r)
+		}
+		if o.Keep {
+			e.hold(ctx)
+		}
+	}
+	return r, runErr
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Scenario == "" {
+		o.Scenario = DefaultScenario
+	}
+	if o.Clients == 0 {
+		o.Clients = 1
+	}
+	if o.Clients < 0 || o.Clients > maxClients {
+		return o, fmt.Errorf("lab: %d clients: between 1 and %d", o.Clients, maxClients)
+	}
+	if o.ClientKind == "" || o.ClientKind == ClientAuto {
+		o.ClientKind = ClientStrongSwan
+	}
+	if o.DPD == 0 {
+		o.DPD = 4 * time.Second
+	}
+	if o.DPD < 2*time.Second {
+		return o, fmt.Errorf("lab: DPD period %v: at least 2s, so that each side can probe", o.DPD)
+	}
+	if o.Pings == 0 {
+		o.Pings = 5
+	}
+	if o.Hike == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return o, fmt.Errorf("lab: cannot find the hike binary to run as the gateway: %w", err)
+		}
+		o.Hike = exe
+	}
+	if o.Prefix == "" {
+		o.Prefix = "hkl" + pidTag(os.Getpid())
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return o, nil
+}
+
+// pidTag is three base-36 characters of pid: concurrent labs get distinct
+// namespace names, and a lab that was killed outright is replaced by the
+// next run that happens to share the tag.
+func pidTag(pid int) string {
+	s := strconv.FormatInt(int64(pid%(36*36*36)), 36)
+	return strings.Repeat("0", 3-len(s)) + s
+}
