@@ -194,7 +194,7 @@ func TestRFC7748X25519(t *testing.T) {
 	}
 }
 
-var x25519Million = flag.Bool("x25519.million", false, "run the 1,000,000-iteration X25519 vector of RFC 7748 §5.2 (about a minute)")
+var x25519Million = flag.Bool("x25519.million", false, "run the 1,000,000-iteration X25519 vector of RFC 7748 §5.2 (minutes)")
 
 // TestRFC7748X25519Iterated runs the iterated vectors of RFC 7748 §5.2:
 // k = u = 9, then k, u = X25519(k, u), k.
