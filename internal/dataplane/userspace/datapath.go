@@ -24,6 +24,8 @@ const (
 	tailroom = 64
 )
 
+var errNoRaw = errors.New("userspace: raw ESP is not enabled")
+
 // batchSize is how many packets the device reader takes per wake-up when
 // the device and the sender can batch.
 const batchSize = 32

@@ -13,8 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var errNoRaw = errors.New("userspace: raw ESP is not enabled")
-
 const rawRcvBuf = 4 << 20
 
 // rawESP is a pair of raw IP sockets for protocol 50, one per family. A
