@@ -5,8 +5,9 @@ import "sync/atomic"
 // Stats are the backend-wide packet counters since New, for metrics. Drops
 // are counted by reason; per-SA traffic is in Counters.
 type Stats struct {
-	// TxPackets and RxPackets count ESP packets sent and inner packets
-	// written to the device.
+	// TxPackets counts ESP packets sent, RxPackets inner packets handed to
+	// the device (segments held for coalescing count when they are taken;
+	// should their write fail later, DropTUNWrite counts them as well).
 	TxPackets, RxPackets uint64
 
 	// Outbound drops (packets read from the device).
