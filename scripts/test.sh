@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GO_WANT=1.26.8
 FUZZTIME=${FUZZTIME:-10s}
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -19,28 +18,8 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root: the integration tests create network namespaces and TUN devices"
 
-# --- Go ------------------------------------------------------------------
-# Debian 12 ships Go 1.19, too old to fetch a toolchain by itself; the Go
-# module proxy serves release toolchains as modules, so 1.19 can download
-# the one hike needs.
-go_version_ok() { # $1 = go binary
-	local v
-	v=$("$1" env GOVERSION 2>/dev/null) || return 1
-	v=${v#go}
-	[ "$(printf '%s\n%s\n' "1.26" "$v" | sort -V | head -1)" = "1.26" ]
-}
-ensure_go() {
-	export PATH=/usr/local/go/bin:$PATH
-	if command -v go >/dev/null && go_version_ok go; then return; fi
-	log "installing Go $GO_WANT from the Go module proxy"
-	command -v go >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go; }
-	local mod="golang.org/toolchain@v0.0.1-go${GO_WANT}.linux-$(dpkg --print-architecture)"
-	local dir
-	dir=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-	[ -x "$dir/bin/go" ] || die "could not download Go toolchain $mod"
-	export PATH="$dir/bin:$PATH"
-	go_version_ok go || die "Go >= 1.26 needed, found $(go env GOVERSION)"
-}
+# ensure_go
+. scripts/lib.sh
 
 # --- system packages -----------------------------------------------------
 ensure_packages() {

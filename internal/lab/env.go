@@ -49,13 +49,15 @@ func (e *env) logf(format string, a ...any) {
 // ends; each step is timed in the report.
 func (e *env) runSteps(ctx context.Context, steps []step, r *Report) error {
 	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("before %s: %w", s.name, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("before %s: %w", s.name, context.Cause(ctx))
 		}
 		t0 := time.Now()
 		err := s.run(ctx, e, r)
-		if err == nil && ctx.Err() != nil {
-			err = ctx.Err()
+		if ctx.Err() != nil {
+			// Whatever the step made of it, the cause is the interruption
+			// (with signal.NotifyContext: which signal).
+			err = context.Cause(ctx)
 		}
 		st := Step{Name: s.name, DurationMS: time.Since(t0).Milliseconds()}
 		if err != nil {
@@ -111,7 +113,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 // close removes everything the run made. A failed run first keeps the end
 // of each daemon's log in the report, since the directory goes too.
 func (e *env) close(r *Report) {
-	if !r.OK {
+	if !r.OK && !r.Interrupted {
 		e.collectLogs(r)
 	}
 	if e.lab != nil {
