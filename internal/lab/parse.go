@@ -30,7 +30,10 @@ func parsePing(out string, p *Ping) {
 
 // An INFORMATIONAL exchange with no payloads is a liveness check (RFC 7296
 // §1.4.1); charon logs each message's payload list in brackets.
+// A response is matched to its request by message ID: the response to a
+// Delete carries no payloads either.
 var (
+	dpdReceived = regexp.MustCompile(`parsed INFORMATIONAL request (\d+) \[ \]`)
 	dpdAnswered = regexp.MustCompile(`generating INFORMATIONAL response (\d+) \[ \]`)
 	dpdSent     = regexp.MustCompile(`generating INFORMATIONAL request (\d+) \[ \]`)
 	dpdResponse = regexp.MustCompile(`parsed INFORMATIONAL response (\d+) \[ \]`)
@@ -40,12 +43,14 @@ var (
 // level 1 or above): requests from the gateway that charon answered, and
 // charon's own requests with and without a response.
 func parseDPD(log string, d *DPD) {
-	d.FromGateway = len(dpdAnswered.FindAllString(log, -1))
-	answered := map[string]bool{}
-	for _, m := range dpdResponse.FindAllStringSubmatch(log, -1) {
-		answered[m[1]] = true
+	d.FromGateway, d.FromClient, d.Unanswered = 0, 0, 0
+	answered := mids(dpdAnswered, log)
+	for _, m := range dpdReceived.FindAllStringSubmatch(log, -1) {
+		if answered[m[1]] {
+			d.FromGateway++
+		}
 	}
-	d.FromClient, d.Unanswered = 0, 0
+	answered = mids(dpdResponse, log)
 	for _, m := range dpdSent.FindAllStringSubmatch(log, -1) {
 		if answered[m[1]] {
 			d.FromClient++
@@ -53,6 +58,15 @@ func parseDPD(log string, d *DPD) {
 			d.Unanswered++
 		}
 	}
+}
+
+// mids is the set of message IDs re's first group captures in log.
+func mids(re *regexp.Regexp, log string) map[string]bool {
+	set := map[string]bool{}
+	for _, m := range re.FindAllStringSubmatch(log, -1) {
+		set[m[1]] = true
+	}
+	return set
 }
 
 // rawSA is what the lab takes from one `swanctl --list-sas --raw` event:

@@ -49,6 +49,7 @@ func buildNetwork(ctx context.Context, e *env, r *Report) error {
 	if e.lab, err = netlab.New(e.o.Prefix); err != nil {
 		return err
 	}
+	e.logf("namespaces %s*, files in %s", e.o.Prefix, dir)
 	if e.gw, err = e.lab.AddNS("gw"); err != nil {
 		return err
 	}
