@@ -129,7 +129,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Summary: sc.summary(o)}
 	e := &env{o: o, progress: o.Progress}
 	defer func() {
+		t0 := time.Now()
 		e.close(r)
+		r.Steps = append(r.Steps, Step{Name: "cleanup", DurationMS: time.Since(t0).Milliseconds()})
 		r.DurationMS = time.Since(r.Started).Milliseconds()
 	}()
 	runErr := e.runSteps(ctx, sc.steps, r)

@@ -1,0 +1,304 @@
+package lab_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/lab"
+)
+
+// These tests run the lab for real: root, iproute2 and strongSwan. Without
+// them they skip, except under CI=true, where a missing prerequisite fails.
+
+func requireLab(t *testing.T) {
+	t.Helper()
+	if err := lab.Check(lab.Options{}); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("prerequisite missing under CI: %v", err)
+		}
+		t.Skipf("prerequisite missing: %v", err)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	hikeBin   string
+	buildErr  error
+)
+
+// hike builds the hike binary once for the package's tests.
+func hike(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hike-labtest-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		hikeBin = filepath.Join(dir, "hike")
+		out, err := exec.Command("go", "build", "-o", hikeBin, "github.com/hike-vpn/hike/cmd/hike").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return hikeBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if hikeBin != "" {
+		os.RemoveAll(filepath.Dir(hikeBin))
+	}
+	os.Exit(code)
+}
+
+// namespaces lists the network namespaces whose names start with prefix.
+func namespaces(t *testing.T, prefix string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	var nss []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], prefix) {
+			nss = append(nss, f[0])
+		}
+	}
+	return nss
+}
+
+// labDirs lists the lab's temporary directories.
+func labDirs(t *testing.T) map[string]bool {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(os.TempDir(), "hike-lab-*"))
+	set := map[string]bool{}
+	for _, d := range m {
+		set[d] = true
+	}
+	return set
+}
+
+// TestRunTwoClients runs the tunnel scenario with two clients through Run
+// and checks its report and that nothing is left behind.
+func TestRunTwoClients(t *testing.T) {
+	requireLab(t)
+	const prefix = "hkt2c"
+	dirsBefore := labDirs(t)
+	t.Cleanup(func() {
+		// Only if Run itself failed to clean up: never leave a test's
+		// namespaces behind.
+		for _, ns := range namespaces(t, prefix) {
+			exec.Command("ip", "netns", "del", ns).Run()
+		}
+	})
+	var progress strings.Builder
+	var up *lab.Report
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	r, err := lab.Run(ctx, lab.Options{Clients: 2, Hike: hike(t), Prefix: prefix, Progress: &progress,
+		Up: func(r *lab.Report) {
+			up = r
+			if nss := namespaces(t, prefix); len(nss) != 3 {
+				t.Errorf("while up: namespaces %v, want the gateway and two clients", nss)
+			}
+		}})
+	t.Logf("lab took %v\n%s", time.Since(t0), progress.String())
+	if r != nil {
+		var b strings.Builder
+		r.WriteText(&b)
+		t.Logf("report:\n%s", b.String())
+	}
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if up != r {
+		t.Error("Up was not called with the report")
+	}
+	if !r.OK || r.Error != "" || len(r.Clients) != 2 {
+		t.Fatalf("report: ok %v, error %q, %d clients", r.OK, r.Error, len(r.Clients))
+	}
+	if r.Gateway.IKESAs != 2 || r.Gateway.ChildSAs != 2 {
+		t.Errorf("hike lists %d IKE SAs and %d Child SAs, want 2 and 2", r.Gateway.IKESAs, r.Gateway.ChildSAs)
+	}
+	spis := map[string]bool{}
+	for _, c := range r.Clients {
+		if !c.OK || c.IKE.State != "ESTABLISHED" || !c.IKE.OnGateway || c.Ping.Received != 5 || c.Child.PacketsIn < 5 ||
+			c.DPD.Exchanges() == 0 || !c.DPD.SameIKESA || len(c.IKE.SPIi) != 16 || c.IKE.Proposal == "" {
+			t.Errorf("client %s: %+v", c.Name, c)
+		}
+		spis[c.IKE.SPIi] = true
+	}
+	if len(spis) != 2 {
+		t.Errorf("clients share an IKE SA: %v", spis)
+	}
+	if nss := namespaces(t, prefix); len(nss) != 0 {
+		t.Errorf("namespaces left behind: %v", nss)
+	}
+	for d := range labDirs(t) {
+		if !dirsBefore[d] {
+			t.Errorf("temporary directory left behind: %s", d)
+		}
+	}
+}
+
+// labProc is `hike lab` running as a subprocess, its stderr read line by
+// line.
+type labProc struct {
+	cmd    *exec.Cmd
+	stdout strings.Builder
+	lines  chan string
+	stderr strings.Builder
+	mu     sync.Mutex
+}
+
+func startLab(t *testing.T, args ...string) *labProc {
+	t.Helper()
+	p := &labProc{cmd: exec.Command(hike(t), append([]string{"lab"}, args...)...), lines: make(chan string, 100)}
+	p.cmd.Stdout = &p.stdout
+	errPipe, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	go func() {
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.stderr.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	return p
+}
+
+// waitLine returns the first stderr line matching re, failing after timeout.
+func (p *labProc) waitLine(t *testing.T, re *regexp.Regexp, timeout time.Duration) []string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("hike lab ended before %v:\n%s", re, p.errText())
+			}
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %v within %v:\n%s", re, timeout, p.errText())
+		}
+	}
+}
+
+func (p *labProc) errText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// wait drains stderr and waits for the process, at most timeout.
+func (p *labProc) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	go func() {
+		for range p.lines {
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("hike lab did not end within %v of the signal:\n%s", timeout, p.errText())
+		return nil
+	}
+}
+
+var (
+	setupLine = regexp.MustCompile(`^lab: namespaces (\S+)\*, files in (\S+)$`)
+	upLine    = regexp.MustCompile(`^lab is up`)
+)
+
+// TestInterruptKept: `hike lab --keep` holds the lab up after its report;
+// SIGINT then tears it all down.
+func TestInterruptKept(t *testing.T) {
+	requireLab(t)
+	p := startLab(t, "--keep")
+	m := p.waitLine(t, setupLine, 30*time.Second)
+	prefix, dir := m[1], m[2]
+	p.waitLine(t, upLine, 60*time.Second)
+	if nss := namespaces(t, prefix); len(nss) != 2 {
+		t.Fatalf("lab up with namespaces %v, want the gateway and one client", nss)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "control.sock")); err != nil {
+		t.Fatalf("lab up without hike's control socket: %v", err)
+	}
+	if !strings.Contains(p.stdout.String(), "result: OK") {
+		t.Errorf("report before the wait does not say OK:\n%s", p.stdout.String())
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if err := p.wait(t, 30*time.Second); err != nil {
+		t.Errorf("Ctrl-C ends a kept lab that worked: want exit 0, got %v\n%s", err, p.errText())
+	}
+	assertGone(t, prefix, dir)
+}
+
+// TestInterruptRunning: SIGTERM in the middle of the scenario tears the lab
+// down and exits non-zero.
+func TestInterruptRunning(t *testing.T) {
+	requireLab(t)
+	p := startLab(t, "--clients", "2", "--dpd", "20s")
+	m := p.waitLine(t, setupLine, 30*time.Second)
+	prefix, dir := m[1], m[2]
+	p.waitLine(t, regexp.MustCompile(`^lab: ping +done`), 60*time.Second)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	err := p.wait(t, 30*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+		t.Errorf("interrupted lab: want a non-zero exit status, got %v", err)
+	}
+	if !strings.Contains(p.errText(), "lab interrupted") || !strings.Contains(p.stdout.String(), "result: INTERRUPTED") {
+		t.Errorf("interruption not reported:\nstdout:\n%s\nstderr:\n%s", p.stdout.String(), p.errText())
+	}
+	assertGone(t, prefix, dir)
+}
+
+func assertGone(t *testing.T, prefix, dir string) {
+	t.Helper()
+	if nss := namespaces(t, prefix); len(nss) != 0 {
+		t.Errorf("namespaces left behind: %v", nss)
+		for _, ns := range nss {
+			exec.Command("ip", "netns", "del", ns).Run()
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temporary directory %s left behind (%v)", dir, err)
+		os.RemoveAll(dir)
+	}
+}
