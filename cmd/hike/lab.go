@@ -40,7 +40,8 @@ Scenarios:
 ` + strings.Join(names, "\n") + `
 
 Progress goes to stderr, the report to stdout. The exit status is 0 when
-the report says OK.`,
+the report says OK (with --keep: and the lab was then ended by Ctrl-C),
+non-zero on failure or when interrupted before the report.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Scenario = scenario
@@ -73,8 +74,7 @@ the report says OK.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&scenario, "scenario", lab.DefaultScenario, "the scenario to run")
-	f.IntVar(&o.Clients, "clients", 1, "number of clients")
-	f.StringVar(&o.ClientKind, "client-kind", lab.ClientAuto, "client implementation: strongswan (auto picks it when installed)")
+	f.Var(&clientsFlag{o: &o}, "clients", "clients: N, KIND or KIND:N; KIND is strongswan (the default when installed)")
 	f.DurationVar(&o.DPD, "dpd", 4*time.Second, "how long to watch DPD with the tunnels idle")
 	f.IntVar(&o.Pings, "pings", 5, "echo requests per client through its tunnel")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
@@ -91,3 +91,27 @@ func writeReport(w io.Writer, r *lab.Report, asJSON bool) {
 	}
 	r.WriteText(w)
 }
+
+// clientsFlag sets Options.ClientKind and Options.Clients from one value.
+type clientsFlag struct {
+	o   *lab.Options
+	val string
+}
+
+func (f *clientsFlag) Set(s string) error {
+	kind, n, err := lab.ParseClients(s)
+	if err != nil {
+		return err
+	}
+	f.o.ClientKind, f.o.Clients, f.val = kind, n, s
+	return nil
+}
+
+func (f *clientsFlag) String() string {
+	if f == nil || f.val == "" {
+		return "1"
+	}
+	return f.val
+}
+
+func (f *clientsFlag) Type() string { return "N|KIND[:N]" }

@@ -180,3 +180,30 @@ func TestDurations(t *testing.T) {
 		}
 	}
 }
+
+func TestParseClients(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		kind string
+		n    int
+		ok   bool
+	}{
+		{"1", ClientAuto, 1, true},
+		{"12", ClientAuto, 12, true},
+		{"strongswan", ClientStrongSwan, 1, true},
+		{"strongswan:3", ClientStrongSwan, 3, true},
+		{"auto:2", ClientAuto, 2, true},
+		{"0", "", 0, false},
+		{"-2", "", 0, false},
+		{"251", "", 0, false},
+		{"strongswan:", "", 0, false},
+		{"strongswan:x", "", 0, false},
+		{"libreswan", "", 0, false},
+		{"", "", 0, false},
+	} {
+		kind, n, err := ParseClients(tc.in)
+		if (err == nil) != tc.ok || kind != tc.kind || n != tc.n {
+			t.Errorf("ParseClients(%q) = %q, %d, %v; want %q, %d, ok %v", tc.in, kind, n, err, tc.kind, tc.n, tc.ok)
+		}
+	}
+}

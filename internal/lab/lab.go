@@ -88,22 +88,48 @@ const installHint = "apt-get install strongswan-charon strongswan-swanctl libcha
 // client kind, with what to install.
 func Check(o Options) error {
 	if err := netlab.Check(); err != nil {
-		return fmt.Errorf("%w (run as root on Linux; apt-get install iproute2)", err)
+		return fmt.Errorf("%w; the lab runs as root, with iproute2 installed", err)
 	}
 	switch o.ClientKind {
 	case "", ClientAuto, ClientStrongSwan:
 		// hike's own simulated clients arrive with the cluster; until then
 		// strongSwan is the only kind, so auto needs it too.
 		if err := swan.Check(); err != nil {
-			return fmt.Errorf("strongSwan clients cannot run: %v\ninstall them with: %s", err, installHint)
+			// swan's own hint names fewer packages than the lab needs.
+			what, _, _ := strings.Cut(err.Error(), " (apt-get")
+			return fmt.Errorf("strongSwan clients cannot run: %s\ninstall strongSwan with:\n  %s", what, installHint)
 		}
 		if _, err := os.Stat("/usr/lib/ipsec/plugins/libstrongswan-curve25519.so"); err != nil {
-			return fmt.Errorf("strongSwan's curve25519 plugin is missing\ninstall it with: %s", installHint)
+			return fmt.Errorf("strongSwan's curve25519 plugin is missing\ninstall strongSwan with:\n  %s", installHint)
 		}
 		return nil
 	default:
 		return fmt.Errorf("lab: unknown client kind %q (have: %s)", o.ClientKind, ClientStrongSwan)
 	}
+}
+
+// ParseClients reads the value of `hike lab --clients`: a number of
+// clients of the default kind ("3"), a kind with one client
+// ("strongswan"), or both ("strongswan:3").
+func ParseClients(s string) (kind string, n int, err error) {
+	kind, count, hasCount := strings.Cut(s, ":")
+	if !hasCount {
+		if v, err := strconv.Atoi(s); err == nil {
+			kind, count, hasCount = ClientAuto, strconv.Itoa(v), true
+		}
+	}
+	switch kind {
+	case ClientAuto, ClientStrongSwan:
+	default:
+		return "", 0, fmt.Errorf("clients %q: want N, KIND or KIND:N with KIND %s", s, ClientStrongSwan)
+	}
+	n = 1
+	if hasCount {
+		if n, err = strconv.Atoi(count); err != nil || n < 1 || n > maxClients {
+			return "", 0, fmt.Errorf("clients %q: the number of clients is 1 to %d", s, maxClients)
+		}
+	}
+	return kind, n, nil
 }
 
 // ErrInterrupted is returned (wrapped) when ctx ended the run before the

@@ -302,3 +302,21 @@ func assertGone(t *testing.T, prefix, dir string) {
 		os.RemoveAll(dir)
 	}
 }
+
+// TestMissingStrongSwan: without strongSwan (hidden here by an empty
+// /usr/lib/ipsec in a private mount namespace) the lab touches nothing,
+// names the packages to install and exits non-zero.
+func TestMissingStrongSwan(t *testing.T) {
+	requireLab(t)
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs none /usr/lib/ipsec && exec "$0" lab`, hike(t))
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+		t.Fatalf("want a non-zero exit status, got %v:\n%s", err, out)
+	}
+	want := "apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins"
+	if !strings.Contains(string(out), want) || strings.Contains(string(out), "lab: namespaces") {
+		t.Fatalf("want only the install hint %q, got:\n%s", want, out)
+	}
+}
