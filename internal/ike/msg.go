@@ -116,7 +116,11 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 		e.limitedDebug("unexpected message ID", "sa", sa.logID(), "mid", h.MessageID, "expected", sa.nextRecv)
 		return
 	}
-	if sa.sk == nil || (sa.state != StateEstablished && h.Exchange != wire.IKE_AUTH) {
+	// A deleting SA still answers INFORMATIONAL: the old SA of a rekey the
+	// peer started is deleted by the peer (RFC 7296 §2.18), and a Delete
+	// that crosses our own must be answered too (§2.25).
+	if sa.sk == nil || (sa.state != StateEstablished && h.Exchange != wire.IKE_AUTH &&
+		!(sa.state == StateDeleting && h.Exchange == wire.INFORMATIONAL)) {
 		return
 	}
 	if sa.state == StateEstablished && h.Exchange == wire.IKE_AUTH {
