@@ -448,6 +448,16 @@ func (sa *ikeSA) message(t *testing.T, name string, ex wire.ExchangeType, mid ui
 	return frame{name: name, src: src, dst: dst, marker: sa.marker, msg: msg, want: m.want}
 }
 
+// protect seals one message of sa, in SKF fragments of at most maxLen
+// octets if maxLen > 0, else in one SK payload.
+func (sa *ikeSA) protect(t *testing.T, name string, ex wire.ExchangeType, mid uint32, fromClient, response bool, maxLen int, fill func(m *msg)) []frame {
+	t.Helper()
+	if maxLen > 0 {
+		return sa.fragments(t, name, ex, mid, fromClient, response, maxLen, fill)
+	}
+	return []frame{sa.message(t, name, ex, mid, fromClient, response, fill)}
+}
+
 // fragments seals one message of sa in SKF fragments of at most maxLen
 // octets (RFC 7383) and checks that hike's reassembler recovers it.
 func (sa *ikeSA) fragments(t *testing.T, name string, ex wire.ExchangeType, mid uint32, fromClient, response bool, maxLen int, fill func(m *msg)) []frame {

@@ -38,9 +38,9 @@ func espProposal(spi uint32, ts ...wire.Transform) wire.Proposal {
 
 // ikeAuth runs IKE_AUTH with PSK authentication as hike's initiator and
 // responder build it (ike.authExchange and the responder's answer), and
-// returns the two messages' frames. maxLen > 0 sends the request in SKF
-// fragments of at most that many octets.
-func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte, maxLen int) (req []frame, resp frame) {
+// returns the two messages' frames. reqMax or respMax > 0 sends that
+// message in SKF fragments (RFC 7383) of at most so many octets.
+func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte, reqMax, respMax int) (req, resp []frame) {
 	t.Helper()
 	anyTS := wire.TrafficSelector{Type: wire.TS_IPV4_ADDR_RANGE, Start: netip.IPv4Unspecified(),
 		End: netip.MustParseAddr("255.255.255.255"), EndPort: 65535}
@@ -64,11 +64,7 @@ func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte, maxLen int) (req []fr
 		m.ts(wire.PayloadTSi, anyTS)
 		m.ts(wire.PayloadTSr, c.tsr)
 	}
-	if maxLen > 0 {
-		req = sa.fragments(t, "IKE_AUTH request", wire.IKE_AUTH, 1, true, false, maxLen, build)
-	} else {
-		req = []frame{sa.message(t, "IKE_AUTH request", wire.IKE_AUTH, 1, true, false, build)}
-	}
+	req = sa.protect(t, "IKE_AUTH request", wire.IKE_AUTH, 1, true, false, reqMax, build)
 
 	// Responder: negotiate the Child SA from the offer as hike's codec
 	// carries it.
@@ -82,7 +78,7 @@ func ikeAuth(t *testing.T, sa *ikeSA, c child, psk []byte, maxLen int) (req []fr
 	}
 	chosen := sel.Proposal
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, c.gatewaySPI)
-	resp = sa.message(t, "IKE_AUTH response", wire.IKE_AUTH, 1, false, true, func(m *msg) {
+	resp = sa.protect(t, "IKE_AUTH response", wire.IKE_AUTH, 1, false, true, respMax, func(m *msg) {
 		idr := m.id(wire.PayloadIDr, c.idr)
 		signed := crypto.SignedOctets(nil, sa.prf, sa.initResp, sa.ni, sa.keys.Pr, idr)
 		auth := crypto.PSKAuth(nil, sa.prf, psk, signed)
@@ -148,8 +144,10 @@ func TestWireshark(t *testing.T) {
 		idi:        wire.ID{Type: wire.ID_FQDN, Data: []byte("client.example.com")},
 		idr:        wire.ID{Type: wire.ID_IPV4_ADDR, Data: gateway.AsSlice()},
 	}
-	req, resp := ikeAuth(t, sa1, c1, psk, 0)
-	frames = append(append(frames, req...), resp)
+	// The response goes in SKF fragments, so that Wireshark checks
+	// AES-GCM's associated data over the fragment numbers too.
+	req, resp := ikeAuth(t, sa1, c1, psk, 0, 150)
+	frames = append(append(frames, req...), resp...)
 
 	// RFC 6311 after a failover: the gateway (the IKE SA's responder, so
 	// no I flag) sends the MID-0 INFORMATIONAL with both sync notifies; the
@@ -197,8 +195,9 @@ func TestWireshark(t *testing.T) {
 		idi:        wire.ID{Type: wire.ID_RFC822_ADDR, Data: []byte("bob@example.com")},
 		idr:        wire.ID{Type: wire.ID_FQDN, Data: []byte("vpn.example.com")},
 	}
-	req, resp = ikeAuth(t, sa2, c2, psk, 150)
-	frames = append(append(frames, req...), resp,
+	req, resp = ikeAuth(t, sa2, c2, psk, 150, 0)
+	frames = append(append(frames, req...), resp...)
+	frames = append(frames,
 		sa2.message(t, "SA 2 DPD request", wire.INFORMATIONAL, 0, false, false, nil),
 		sa2.message(t, "SA 2 DPD response", wire.INFORMATIONAL, 0, true, true, nil),
 	)
