@@ -75,6 +75,8 @@ const (
 	severityError = "8388608"
 )
 
+// wantFields is every field some frame expects. Each frame is compared on
+// all of them, so a field a frame does not expect must be absent from it.
 func wantFields(frames []frame) []string {
 	set := map[string]bool{}
 	for _, f := range frames {

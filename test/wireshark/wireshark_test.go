@@ -3,6 +3,10 @@
 // produced by internal/wire and internal/crypto, hands Wireshark the keys,
 // and compares what tshark dissects, after decryption, with what hike meant
 // to encode.
+//
+// tshark 4.0 decrypts each SKF fragment (RFC 7383) and dissects the
+// reassembled message in the frame of the last one, so fragmented messages
+// are checked as completely as whole ones.
 package wireshark_test
 
 import (
