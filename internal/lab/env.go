@@ -28,6 +28,7 @@ type env struct {
 	hike     *netlab.Proc
 	ctl      *control.Client
 	clients  []*client
+	claimed  bool // a record under claimDir names this run
 	// inflight counts goroutines that may still run commands after a step
 	// gave up on them (interrupted): close waits for them to notice that
 	// their processes are gone.
@@ -139,6 +140,9 @@ func (e *env) close(r *Report) {
 		if err := os.RemoveAll(e.dir); err != nil {
 			e.logf("cleanup: %v", err)
 		}
+	}
+	if e.claimed {
+		release(e.o.Prefix)
 	}
 	if e.lab != nil {
 		e.logf("removed namespaces %s*, their processes and %s", e.o.Prefix, e.dir)

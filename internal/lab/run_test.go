@@ -320,3 +320,28 @@ func TestMissingStrongSwan(t *testing.T) {
 		t.Fatalf("want only the install hint %q, got:\n%s", want, out)
 	}
 }
+
+// TestKilledLabSwept: a lab killed outright leaves its namespaces; the next
+// lab removes them before it starts.
+func TestKilledLabSwept(t *testing.T) {
+	requireLab(t)
+	p := startLab(t, "--keep")
+	m := p.waitLine(t, setupLine, 30*time.Second)
+	prefix, dir := m[1], m[2]
+	p.waitLine(t, upLine, 60*time.Second)
+	p.cmd.Process.Kill()
+	p.wait(t, 10*time.Second)
+	t.Cleanup(func() { assertGone(t, prefix, dir) })
+	if nss := namespaces(t, prefix); len(nss) == 0 {
+		t.Fatal("a killed lab left nothing: this test shows nothing")
+	}
+	var progress strings.Builder
+	r, err := lab.Run(context.Background(), lab.Options{Hike: hike(t), Prefix: "hkt3k", Pings: 1, DPD: 2 * time.Second, Progress: &progress})
+	if err != nil {
+		t.Fatalf("next lab: %v\n%s", err, progress.String())
+	}
+	if !r.OK || !strings.Contains(progress.String(), "removed what a killed lab left: namespaces "+prefix+"*") {
+		t.Errorf("next lab did not report the sweep:\n%s", progress.String())
+	}
+	assertGone(t, prefix, dir)
+}
