@@ -161,16 +161,29 @@ func TestRunTwoClients(t *testing.T) {
 // line.
 type labProc struct {
 	cmd    *exec.Cmd
-	stdout strings.Builder
 	lines  chan string
-	stderr strings.Builder
 	mu     sync.Mutex
+	stdout strings.Builder
+	stderr strings.Builder
+}
+
+// Write collects stdout.
+func (p *labProc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stdout.Write(b)
+}
+
+func (p *labProc) outText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stdout.String()
 }
 
 func startLab(t *testing.T, args ...string) *labProc {
 	t.Helper()
 	p := &labProc{cmd: exec.Command(hike(t), append([]string{"lab"}, args...)...), lines: make(chan string, 100)}
-	p.cmd.Stdout = &p.stdout
+	p.cmd.Stdout = p
 	errPipe, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -222,21 +235,22 @@ func (p *labProc) errText() string {
 	return p.stderr.String()
 }
 
-// wait drains stderr and waits for the process, at most timeout.
+// wait reads stderr to its end, then reaps the process, at most timeout:
+// reaping first could close the pipe before its last lines are read.
 func (p *labProc) wait(t *testing.T, timeout time.Duration) error {
 	t.Helper()
-	go func() {
-		for range p.lines {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case _, ok := <-p.lines:
+			if ok {
+				continue
+			}
+			return p.cmd.Wait()
+		case <-deadline:
+			t.Fatalf("hike lab did not end within %v of the signal:\n%s", timeout, p.errText())
+			return nil
 		}
-	}()
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(timeout):
-		t.Fatalf("hike lab did not end within %v of the signal:\n%s", timeout, p.errText())
-		return nil
 	}
 }
 
@@ -259,8 +273,13 @@ func TestInterruptKept(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "control.sock")); err != nil {
 		t.Fatalf("lab up without hike's control socket: %v", err)
 	}
-	if !strings.Contains(p.stdout.String(), "result: OK") {
-		t.Errorf("report before the wait does not say OK:\n%s", p.stdout.String())
+	// The report is written before the lab says it is up, but reaches
+	// us through a pipe of its own.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p.outText(), "result: OK"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("report before the wait does not say OK:\n%s", p.outText())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if err := p.wait(t, 30*time.Second); err != nil {
@@ -283,8 +302,8 @@ func TestInterruptRunning(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
 		t.Errorf("interrupted lab: want a non-zero exit status, got %v", err)
 	}
-	if !strings.Contains(p.errText(), "lab interrupted") || !strings.Contains(p.stdout.String(), "result: INTERRUPTED") {
-		t.Errorf("interruption not reported:\nstdout:\n%s\nstderr:\n%s", p.stdout.String(), p.errText())
+	if !strings.Contains(p.errText(), "lab interrupted") || !strings.Contains(p.outText(), "result: INTERRUPTED") {
+		t.Errorf("interruption not reported:\nstdout:\n%s\nstderr:\n%s", p.outText(), p.errText())
 	}
 	assertGone(t, prefix, dir)
 }
