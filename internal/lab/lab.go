@@ -138,7 +138,9 @@ var ErrInterrupted = errors.New("interrupted")
 
 // Run runs a scenario and returns its report; the lab is gone when Run
 // returns, whatever happened. The error is nil exactly when the report says
-// OK.
+// OK; it wraps ErrInterrupted when ctx ended the run. Invalid options or a
+// missing prerequisite (see Check) fail before anything is built, without
+// a report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o, err := o.withDefaults()
 	if err != nil {
