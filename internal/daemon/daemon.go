@@ -175,7 +175,9 @@ func (d *Daemon) startConnections() {
 		for _, ch := range c.Children {
 			start = start || ch.StartAction == config.StartStart
 		}
-		if !start {
+		// A restored SA already serves the connection; a second one would
+		// only replace it.
+		if !start || d.engine.HasSA(c.Name) {
 			continue
 		}
 		if err := d.Initiate(c.Name, nil); err != nil {

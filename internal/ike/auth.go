@@ -391,6 +391,7 @@ func (e *Engine) established(sa *SA) {
 	}
 	e.halfOpen.Add(-1)
 	e.stats.Established.Add(1)
+	sa.conn.active.Add(1)
 	e.table.addPeer(sa)
 	e.touch()
 	e.log.Info("IKE SA established", "sa", sa.logID(), "conn", sa.conn.Name, "remote", sa.remote,
@@ -460,7 +461,12 @@ func (x *authExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
 		return err
 	}
 	w.AddAuth(wire.Auth{Method: method, Data: data})
-	w.AddNotify(wire.Notify{Type: wire.INITIAL_CONTACT})
+	// INITIAL_CONTACT tells the peer to drop every other SA with us (RFC
+	// 7296 §2.4): only true when we have none for this connection, for
+	// instance not after a restart that restored some.
+	if !e.hasOtherSA(sa) {
+		w.AddNotify(wire.Notify{Type: wire.INITIAL_CONTACT})
+	}
 	if conn.RequestVIP {
 		w.AddCP(wire.CP{Type: wire.CFG_REQUEST, Attributes: []wire.CPAttribute{{Type: wire.INTERNAL_IP4_ADDRESS}}})
 	}
@@ -634,4 +640,18 @@ func (sa *SA) ourID() wire.ID {
 	}
 	v := a.As16()
 	return wire.ID{Type: wire.ID_IPV6_ADDR, Data: v[:]}
+}
+
+// hasOtherSA reports whether another established IKE SA of sa's connection
+// exists (sa itself is not established yet when this is asked).
+func (e *Engine) hasOtherSA(sa *SA) bool { return sa.conn.active.Load() > 0 }
+
+// HasSA reports whether an established IKE SA of the named connection exists.
+func (e *Engine) HasSA(conn string) bool {
+	for _, c := range e.cfg.Conns {
+		if c.Name == conn {
+			return c.active.Load() > 0
+		}
+	}
+	return false
 }

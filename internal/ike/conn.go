@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hike-vpn/hike/internal/wire"
@@ -56,6 +57,9 @@ type Conn struct {
 	// connection's SAs: the M1 margin and the outbound ESP jump (0: 2^30).
 	SyncMargin uint32
 	SyncJump   uint64
+
+	// active counts the connection's established IKE SAs.
+	active atomic.Int64
 }
 
 // AuthMethod is how one end proves its identity.

@@ -334,6 +334,7 @@ func (e *Engine) remove(sa *SA, reason string) {
 		e.halfOpen.Add(-1)
 	} else {
 		e.stats.Established.Add(-1)
+		sa.conn.active.Add(-1)
 		e.table.removePeer(sa)
 	}
 	for _, c := range sa.children {

@@ -284,6 +284,7 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 		sa.children = append(sa.children, c)
 	}
 	e.stats.Established.Add(1)
+	conn.active.Add(1)
 	e.table.addPeer(sa)
 	e.log.Info("IKE SA restored", "sa", sa.logID(), "conn", conn.Name, "remote", sa.remote,
 		"children", len(sa.children), "next_send", sa.nextSend, "next_recv", sa.nextRecv, "record_age", now.Sub(r.Saved))
