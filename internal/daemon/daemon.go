@@ -41,9 +41,10 @@ type Daemon struct {
 }
 
 // espHandler is the part of a userspace data plane that takes ESP-in-UDP
-// packets from the NAT-T socket.
+// packets from the NAT-T socket, and is told when a receive batch ends.
 type espHandler interface {
 	HandleESP(local netip.Addr, remote netip.AddrPort, pkt []byte)
+	EndBatch()
 }
 
 // New builds a daemon from cfg without starting anything that talks to the
@@ -234,6 +235,14 @@ func (d *Daemon) HandleIKE(p *transport.Packet) {
 func (d *Daemon) HandleESP(p *transport.Packet) {
 	if d.esp != nil {
 		d.esp.HandleESP(p.Local, p.Remote, p.Data)
+	}
+}
+
+// EndBatch implements transport.BatchEnder: the data plane flushes the
+// packets it coalesced from the batch.
+func (d *Daemon) EndBatch() {
+	if d.esp != nil {
+		d.esp.EndBatch()
 	}
 }
 

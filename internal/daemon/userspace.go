@@ -17,6 +17,9 @@ func openUserspace(d *Daemon) (dataplane.Backend, error) {
 		SendESP:      d.sendESP,
 		SendESPBatch: d.sendESPBatch,
 		RawESP:       true,
+		// Coalescing hands the kernel large TCP segments; the daemon ends
+		// each receive batch (EndBatch), so nothing waits for the next one.
+		CoalesceInbound: true,
 	})
 }
 
