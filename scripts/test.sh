@@ -22,33 +22,20 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 . scripts/lib.sh
 
 # --- system packages -----------------------------------------------------
+# tshark asks whether non-root users may capture (debconf); the
+# non-interactive install in lib.sh answers with the default.
 ensure_packages() {
-	local want=(
-		tshark:tshark
-		/usr/lib/ipsec/charon:strongswan-charon
-		swanctl:strongswan-swanctl
-		/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so:libcharon-extra-plugins
-		/usr/lib/ipsec/plugins/libstrongswan-openssl.so:libstrongswan-standard-plugins
-		/usr/lib/ipsec/plugins/libstrongswan-curve25519.so:libstrongswan-extra-plugins
-		python3:python3
-		ip:iproute2 nft:nftables ping:iputils-ping tcpdump:tcpdump
-		qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio
+	install_missing \
+		tshark:tshark \
+		/usr/lib/ipsec/charon:strongswan-charon \
+		swanctl:strongswan-swanctl \
+		/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so:libcharon-extra-plugins \
+		/usr/lib/ipsec/plugins/libstrongswan-openssl.so:libstrongswan-standard-plugins \
+		/usr/lib/ipsec/plugins/libstrongswan-curve25519.so:libstrongswan-extra-plugins \
+		python3:python3 \
+		ip:iproute2 nft:nftables ping:iputils-ping tcpdump:tcpdump \
+		qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio \
 		depmod:kmod xz:xz-utils zstd:zstd
-	)
-	local missing=() item bin pkg
-	for item in "${want[@]}"; do
-		bin=${item%%:*} pkg=${item#*:}
-		if [[ $bin == /* ]]; then [ -e "$bin" ] && continue; else command -v "$bin" >/dev/null && continue; fi
-		missing+=("$pkg")
-	done
-	[ ${#missing[@]} -eq 0 ] && return
-	log "installing ${missing[*]}"
-	apt-get update -qq
-	# tshark asks whether non-root users may capture; the answer does not matter here.
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-	# The distribution's strongSwan service would hold port 500 and load the HA plugin; the
-	# tests run their own charons in namespaces.
-	systemctl disable --now strongswan-starter strongswan >/dev/null 2>&1 || true
 }
 
 ensure_go

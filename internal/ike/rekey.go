@@ -244,28 +244,13 @@ func (x *ikeRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
 	if t, ok := in.errorNotify(); ok {
 		return fmt.Errorf("peer refused IKE SA rekey: %v", t)
 	}
-	var props [4]wire.Proposal
-	var ke *wire.KE
-	var nr []byte
-	var ps []wire.Proposal
-	for _, p := range in.payloads {
-		var err error
-		switch p.Type {
-		case wire.PayloadSA:
-			ps, err = wire.ParseSA(props[:0], p.Body)
-		case wire.PayloadKE:
-			var k wire.KE
-			k, err = wire.ParseKE(p.Body)
-			ke = &k
-		case wire.PayloadNonce:
-			nr, err = wire.ParseNonce(p.Body)
-		}
-		if err != nil {
-			return err
-		}
+	r, err := parseIKERekey(in.payloads)
+	if err != nil {
+		return err
 	}
-	if ke == nil || nr == nil || len(ps) != 1 || len(ps[0].SPI) != 8 {
-		return errors.New("malformed IKE rekey response")
+	ps, ke, nr := r.proposals, &r.ke, r.nonce
+	if len(ps) != 1 || len(ps[0].SPI) != 8 {
+		return errors.New("IKE rekey response must choose one proposal with an 8-octet SPI")
 	}
 	choice, err := crypto.CheckChoice(x.offers, ps, wire.ProtoIKE, sa.suite.DH)
 	if err != nil {
@@ -308,29 +293,11 @@ func (e *Engine) respondIKERekey(sa *SA, in *inbound, w *wire.Builder) (postActi
 		w.AddNotify(wire.Notify{Type: wire.TEMPORARY_FAILURE})
 		return postNone, nil
 	}
-	var props [4]wire.Proposal
-	var ke *wire.KE
-	var ni []byte
-	var ps []wire.Proposal
-	for _, p := range in.payloads {
-		var err error
-		switch p.Type {
-		case wire.PayloadSA:
-			ps, err = wire.ParseSA(props[:0], p.Body)
-		case wire.PayloadKE:
-			var k wire.KE
-			k, err = wire.ParseKE(p.Body)
-			ke = &k
-		case wire.PayloadNonce:
-			ni, err = wire.ParseNonce(p.Body)
-		}
-		if err != nil {
-			return postNone, err
-		}
+	r, err := parseIKERekey(in.payloads)
+	if err != nil {
+		return postNone, err
 	}
-	if ke == nil || ni == nil {
-		return postNone, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "IKE rekey without KE or nonce"}
-	}
+	ps, ke, ni := r.proposals, &r.ke, r.nonce
 	choice, err := crypto.Select(ps, sa.conn.IKEProposals, wire.ProtoIKE, ke.Group)
 	if err != nil {
 		var ne *crypto.NegotiationError
@@ -393,4 +360,35 @@ func (e *Engine) adoptRekeyed(old, n *SA, keys *crypto.IKEKeys) {
 	e.established(n)
 	e.log.Info("IKE SA rekeyed", "old", old.logID(), "new", n.logID())
 	e.rearm(n)
+}
+
+// ikeRekey is what both messages of an IKE SA rekey carry (RFC 7296 §1.3.2).
+type ikeRekey struct {
+	proposals []wire.Proposal
+	ke        wire.KE
+	nonce     []byte
+}
+
+func parseIKERekey(payloads []wire.Payload) (ikeRekey, error) {
+	var r ikeRekey
+	var haveKE bool
+	for _, p := range payloads {
+		var err error
+		switch p.Type {
+		case wire.PayloadSA:
+			r.proposals, err = wire.ParseSA(nil, p.Body)
+		case wire.PayloadKE:
+			r.ke, err = wire.ParseKE(p.Body)
+			haveKE = true
+		case wire.PayloadNonce:
+			r.nonce, err = wire.ParseNonce(p.Body)
+		}
+		if err != nil {
+			return r, err
+		}
+	}
+	if !haveKE || r.nonce == nil || r.proposals == nil {
+		return r, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "IKE rekey without SA, KE or nonce"}
+	}
+	return r, nil
 }

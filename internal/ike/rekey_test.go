@@ -1,0 +1,60 @@
+package ike
+
+import "testing"
+
+// TestChildRekey: the initiator rekeys its Child SA; both sides end with one
+// Child SA whose SPIs are new, and the old pair is gone (RFC 7296 §2.8).
+func TestChildRekey(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	p := newPair(t, client, server)
+	old := p.establish().Children[0]
+	a := onlySA(t, p.a)
+	a.mu.Lock()
+	p.a.enqueue(a, &childRekeyExchange{old: a.children[0]})
+	a.mu.Unlock()
+	waitFor(t, "rekey and delete", func() bool {
+		la, lb := p.a.List(), p.b.List()
+		return len(la) == 1 && len(lb) == 1 && len(la[0].Children) == 1 && len(lb[0].Children) == 1 &&
+			la[0].Children[0].SPIIn != old.SPIIn && lb[0].Children[0].SPIOut == la[0].Children[0].SPIIn &&
+			lb[0].Children[0].SPIIn == la[0].Children[0].SPIOut
+	})
+}
+
+// TestIKERekey: the responder rekeys the IKE SA; the new SA has new SPIs
+// on both sides, carries the Child SA and the RFC 6311 capabilities, and
+// the old SA is deleted (RFC 7296 §2.18).
+func TestIKERekey(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	p := newPair(t, client, server)
+	before := p.establish()
+	b := onlySA(t, p.b)
+	b.mu.Lock()
+	p.b.enqueue(b, &ikeRekeyExchange{})
+	b.mu.Unlock()
+	waitFor(t, "the old IKE SA to go", func() bool {
+		la, lb := p.a.List(), p.b.List()
+		return len(la) == 1 && len(lb) == 1 && la[0].SPIi != before.SPIi && la[0].SPIi == lb[0].SPIi && la[0].SPIr == lb[0].SPIr
+	})
+	after := p.a.List()[0]
+	if len(after.Children) != 1 || after.Children[0].SPIIn != before.Children[0].SPIIn {
+		t.Fatalf("Child SA not carried over: %+v", after.Children)
+	}
+	if !after.Extensions.MIDSync || !after.Extensions.ReplaySync || after.NextSendMID != 0 && after.Initiator {
+		t.Fatalf("rekeyed SA: %+v", after)
+	}
+	// The new SA works: DPD from both sides.
+	a, nb := onlySA(t, p.a), onlySA(t, p.b)
+	a.mu.Lock()
+	p.a.enqueue(a, &dpdExchange{})
+	a.mu.Unlock()
+	nb.mu.Lock()
+	p.b.enqueue(nb, &dpdExchange{})
+	nb.mu.Unlock()
+	waitFor(t, "DPD on the new SA", func() bool {
+		a.mu.Lock()
+		nb.mu.Lock()
+		defer a.mu.Unlock()
+		defer nb.mu.Unlock()
+		return a.stats.DPDAnswered == 1 && nb.stats.DPDAnswered == 1
+	})
+}
