@@ -261,10 +261,15 @@ func (x *ikeRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
 		return err
 	}
 	n := x.next
+	// n is in the table already (its SPI had to be reserved), so others
+	// may look at it: change it only under its lock.
+	n.mu.Lock()
 	n.spiR = binary.BigEndian.Uint64(ps[0].SPI)
 	n.suite = suiteOf(choice)
-	keys, err := crypto.RekeyIKEKeys(sa.suite.PRF, sa.keys.D, n.suite.PRF, n.suite.Encr, n.suite.Integ,
-		gir, x.ni, nr, n.spiI, n.spiR)
+	spiI, spiR, suite := n.spiI, n.spiR, n.suite
+	n.mu.Unlock()
+	keys, err := crypto.RekeyIKEKeys(sa.suite.PRF, sa.keys.D, suite.PRF, suite.Encr, suite.Integ,
+		gir, x.ni, nr, spiI, spiR)
 	clear(gir)
 	if err != nil {
 		return err
@@ -277,7 +282,9 @@ func (x *ikeRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
 // abandon takes back the SPI of a new SA that never went live.
 func (x *ikeRekeyExchange) abandon(error) {
 	if x.next != nil {
+		x.next.mu.Lock()
 		x.next.state = StateDead
+		x.next.mu.Unlock()
 		x.table.Remove(x.next)
 		x.next = nil
 	}
