@@ -102,7 +102,11 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 		e.retransmitInit(sa, m, local, remote)
 		return
 	}
-	icv := tail(m.Raw, 32)
+	// A copy, taken before open: the SK payload is decrypted in place, and
+	// the last 32 octets of a message hold ciphertext as well as the ICV
+	// whenever the ICV is shorter, so the wire octets would be gone.
+	var icvBuf [32]byte
+	icv := icvBuf[:copy(icvBuf[:], tail(m.Raw, 32))]
 	if c := &sa.cache; c.valid && h.MessageID == c.mid && bytes.Equal(icv[len(icv)-int(c.icvLen):], c.icv[:c.icvLen]) {
 		// A retransmission: answer with the same octets, change nothing.
 		e.stats.RetransmitsIn.Add(1)
