@@ -1,0 +1,476 @@
+package interop
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/netlab/swan"
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+// datagram is one UDP payload for a destination port of the gateway.
+type datagram struct {
+	port uint16
+	data []byte
+}
+
+// wireSeeds builds messages of the same shapes as the wire package's fuzz
+// seeds: a full IKE_SA_INIT request, IKE_AUTH in the clear and inside a fake
+// SK payload, RFC 6311 sync and a kitchen-sink INFORMATIONAL, an empty DPD
+// and an SKF fragment. spiI/spiR go into the messages that belong to an
+// existing SA.
+func wireSeeds(spiI, spiR uint64) [][]byte {
+	var out [][]byte
+	{
+		var w wire.Builder
+		w.Reset(nil, wire.Header{SPIi: 0x1122334455667788, Exchange: wire.IKE_SA_INIT, Flags: wire.FlagInitiator})
+		w.AddSA([]wire.Proposal{{Num: 1, Protocol: wire.ProtoIKE, Transforms: []wire.Transform{
+			{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLen: 256},
+			{Type: wire.TransformPRF, ID: wire.PRF_HMAC_SHA2_256},
+			{Type: wire.TransformDH, ID: wire.DH_CURVE25519},
+		}}})
+		w.AddKE(wire.KE{Group: wire.DH_CURVE25519, Data: bytes.Repeat([]byte{0x25}, 32)})
+		w.AddNonce(bytes.Repeat([]byte{0x4e}, 32))
+		w.AddNotify(wire.Notify{Type: wire.NAT_DETECTION_SOURCE_IP, Data: bytes.Repeat([]byte{0x5a}, 20)})
+		w.AddNotify(wire.Notify{Type: wire.NAT_DETECTION_DESTINATION_IP, Data: bytes.Repeat([]byte{0xda}, 20)})
+		w.AddSignatureHashAlgorithms(wire.HashSHA2_256, wire.HashIdentity)
+		w.AddNotify(wire.Notify{Type: wire.IKEV2_FRAGMENTATION_SUPPORTED})
+		w.AddVendorID([]byte("robustness"))
+		out = append(out, w.Finish())
+	}
+	authInner := func(w *wire.Builder) {
+		w.AddID(wire.PayloadIDi, wire.ID{Type: wire.ID_FQDN, Data: []byte("intruder.example")})
+		w.AddAuth(wire.Auth{Method: wire.AuthSharedKey, Data: bytes.Repeat([]byte{0xa7}, 32)})
+		w.AddNotify(wire.Notify{Type: wire.INITIAL_CONTACT})
+		w.AddCP(wire.CP{Type: wire.CFG_REQUEST, Attributes: []wire.CPAttribute{{Type: wire.INTERNAL_IP4_ADDRESS}}})
+		w.AddSA([]wire.Proposal{{Num: 1, Protocol: wire.ProtoESP, SPI: []byte{0xc1, 0, 0, 1}, Transforms: []wire.Transform{
+			{Type: wire.TransformENCR, ID: wire.ENCR_AES_GCM_16, KeyLen: 256}, {Type: wire.TransformESN, ID: wire.ESN_NO}}}})
+		ts := []wire.TrafficSelector{{Type: wire.TS_IPV4_ADDR_RANGE, EndPort: 0xffff,
+			Start: netip.AddrFrom4([4]byte{}), End: netip.AddrFrom4([4]byte{255, 255, 255, 255})}}
+		w.AddTS(wire.PayloadTSi, ts)
+		w.AddTS(wire.PayloadTSr, ts)
+	}
+	for _, ids := range [][2]uint64{{1, 2}, {spiI, spiR}} {
+		h := wire.Header{SPIi: ids[0], SPIr: ids[1], Exchange: wire.IKE_AUTH, Flags: wire.FlagInitiator, MessageID: 1}
+		var w wire.Builder
+		w.Reset(nil, h)
+		authInner(&w)
+		out = append(out, w.Finish())
+
+		var c wire.Builder
+		c.ResetChain(nil)
+		authInner(&c)
+		first, chain := c.First(), c.Finish()
+		w.Reset(nil, h)
+		b := append(w.StartSK(first), make([]byte, 16)...)
+		w.End(append(append(b, chain...), make([]byte, 16)...))
+		out = append(out, w.Finish())
+
+		w.Reset(nil, wire.Header{SPIi: ids[0], SPIr: ids[1], Exchange: wire.INFORMATIONAL, Flags: wire.FlagInitiator})
+		w.AddMessageIDSync(wire.MessageIDSync{Nonce: 0x01020304, SendReq: 100, RecvReq: 50})
+		w.AddReplayCounterSync(wire.ReplayCounterSync{Delta: 1 << 30})
+		out = append(out, w.Finish())
+
+		w.Reset(nil, wire.Header{SPIi: ids[0], SPIr: ids[1], Exchange: wire.INFORMATIONAL, MessageID: 7})
+		w.AddDeleteChild(wire.ProtoESP, 0xc1000001, 0xc1000002)
+		w.AddDeleteIKE()
+		w.AddNotify(wire.Notify{Type: wire.COOKIE, Data: []byte{1, 2, 3, 4, 5, 6, 7, 8}})
+		w.AddNotifyUint(wire.INVALID_KE_PAYLOAD, 2, uint64(wire.DH_ECP_256))
+		w.AddRekeySA(wire.ProtoESP, 0xc1000001)
+		w.AddCertReq(wire.CertReq{Encoding: wire.CertX509Signature, Authorities: make([]byte, 20)})
+		w.AddCert(wire.Cert{Encoding: wire.CertX509Signature, Data: []byte{0x30, 0}})
+		w.AddEAP(wire.EAP{Code: wire.EAPResponse, Identifier: 1, Type: 1, Data: []byte("me")})
+		out = append(out, w.Finish())
+
+		for mid := uint32(0); mid < 8; mid++ {
+			for _, fl := range []wire.Flags{wire.FlagInitiator, wire.FlagResponse, wire.FlagInitiator | wire.FlagResponse} {
+				w.Reset(nil, wire.Header{SPIi: ids[0], SPIr: ids[1], Exchange: wire.INFORMATIONAL, Flags: fl, MessageID: mid})
+				w.End(append(w.StartSK(wire.PayloadNone), make([]byte, 32)...))
+				out = append(out, w.Finish())
+			}
+		}
+
+		w.Reset(nil, wire.Header{SPIi: ids[0], SPIr: ids[1], Exchange: wire.IKE_AUTH, Flags: wire.FlagInitiator, MessageID: 1})
+		w.End(append(w.StartSKF(wire.PayloadIDi, 1, 2), make([]byte, 48)...))
+		out = append(out, w.Finish())
+	}
+	return out
+}
+
+// fuzzCorpus reads the wire package's checked-in fuzz corpus (files in the
+// "go test fuzz v1" format holding one []byte each).
+func fuzzCorpus(t *testing.T) [][]byte {
+	t.Helper()
+	files, err := filepath.Glob("../../internal/wire/testdata/fuzz/*/*")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fuzz corpus found: %v", err)
+	}
+	var out [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if s, ok := strings.CutPrefix(line, "[]byte("); ok {
+				v, err := strconv.Unquote(strings.TrimSuffix(s, ")"))
+				if err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				out = append(out, []byte(v))
+			}
+		}
+	}
+	return out
+}
+
+// garbage returns the flood of TestRobustGarbage: the seeds and corpus as
+// they are and mutated, random IKE-shaped messages, random bytes, and on
+// 4500 the same behind the non-ESP marker plus random ESP (some under the
+// SA's real inbound SPI) and keepalives.
+func garbage(t *testing.T, rng *mrand.Rand, spiI, spiR uint64, espSPI uint32, random int) []datagram {
+	msgs := append(wireSeeds(spiI, spiR), fuzzCorpus(t)...)
+	randBytes := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	mutate := func(m []byte) []byte {
+		m = bytes.Clone(m)
+		for range 1 + rng.IntN(4) {
+			if len(m) > 0 {
+				m[rng.IntN(len(m))] = byte(rng.Uint32())
+			}
+		}
+		if rng.IntN(4) == 0 && len(m) > 0 {
+			m = m[:rng.IntN(len(m))]
+		}
+		return m
+	}
+	ikeShaped := func() []byte {
+		m := randBytes(wire.HeaderLen + rng.IntN(400))
+		if rng.IntN(2) == 0 {
+			binary.BigEndian.PutUint64(m[0:], spiI)
+			binary.BigEndian.PutUint64(m[8:], spiR)
+		}
+		m[17] = wire.Version
+		m[18] = byte(34 + rng.IntN(10))
+		binary.BigEndian.PutUint32(m[24:], uint32(len(m)))
+		return m
+	}
+	var out []datagram
+	for _, port := range []uint16{500, 4500} {
+		var marker []byte
+		if port == 4500 {
+			marker = make([]byte, 4)
+		}
+		add := func(m []byte) { out = append(out, datagram{port, append(bytes.Clone(marker), m...)}) }
+		for _, m := range msgs {
+			add(m)
+			for range 10 {
+				add(mutate(m))
+			}
+		}
+		for range random {
+			switch rng.IntN(3) {
+			case 0:
+				add(ikeShaped())
+			case 1:
+				add(randBytes(rng.IntN(600)))
+			default:
+				out = append(out, datagram{port, randBytes(rng.IntN(600))}) // no marker either way
+			}
+		}
+	}
+	// ESP-in-UDP: random SPIs and the SA's own, with bad ICVs; keepalives.
+	for range random / 2 {
+		spi := rng.Uint32() | 1
+		if rng.IntN(2) == 0 {
+			spi = espSPI
+		}
+		p := binary.BigEndian.AppendUint32(nil, spi)
+		p = binary.BigEndian.AppendUint32(p, rng.Uint32())
+		out = append(out, datagram{4500, append(p, randBytes(rng.IntN(300))...)})
+	}
+	for range 50 {
+		out = append(out, datagram{4500, []byte{0xff}})
+	}
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// sendDatagrams sends ds from ns (its sockets bound to ports 500 and 4500,
+// as a peer's would be) to dst, paced so that the flood takes about a
+// second per few thousand datagrams.
+func (e *env) sendDatagrams(c *client, dst string, ds []datagram) {
+	e.t.Helper()
+	var buf bytes.Buffer
+	for _, d := range ds {
+		binary.Write(&buf, binary.BigEndian, d.port)
+		binary.Write(&buf, binary.BigEndian, uint16(len(d.data)))
+		buf.Write(d.data)
+	}
+	path := filepath.Join(e.dir, "flood.bin")
+	must(e.t, os.WriteFile(path, buf.Bytes(), 0o600))
+	out, err := c.ns.Run("python3", "-c", `
+import socket, struct, sys, time
+data = open(sys.argv[1], "rb").read()
+socks = {}
+for p in (500, 4500):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((sys.argv[3], p))
+    socks[p] = s
+i = n = 0
+while i < len(data):
+    port, ln = struct.unpack(">HH", data[i:i+4]); i += 4
+    socks[port].sendto(data[i:i+ln], (sys.argv[2], port)); i += ln; n += 1
+    if n % 50 == 0: time.sleep(0.01)
+print(n)
+`, path, dst, c.outer.String())
+	if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(len(ds)) {
+		e.t.Fatalf("sending datagrams: %v: %s", err, out)
+	}
+}
+
+// TestRobustGarbage: a running hike with an established strongSwan SA is
+// fed, from another host on the link, the wire fuzz seeds and corpus (as
+// they are, mutated, and under the SA's real SPIs) and thousands of random
+// datagrams on 500 and 4500, with and without the non-ESP marker, plus ESP
+// with bad ICVs under the Child SA's real SPI. hike keeps running, the SA
+// keeps its SPIs, DPD keeps being answered, traffic still flows, and hike's
+// logs about the garbage stay rate-limited.
+func TestRobustGarbage(t *testing.T) {
+	e := newEnv(t, 2)
+	e.dpd = "2s"
+	e.startHike(hikePSKConf)
+	c := e.clients[0]
+	d := e.startSwan(1, swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", ""))
+	if err := d.Initiate("net"); err != nil {
+		t.Fatal(err)
+	}
+	sas, err := d.SAs()
+	if err != nil || len(sas) != 1 || len(sas[0].Children) != 1 {
+		t.Fatalf("%+v %v", sas, err)
+	}
+	before := sas[0]
+	spiI, err1 := strconv.ParseUint(before.SPIi, 16, 64)
+	spiR, err2 := strconv.ParseUint(before.SPIr, 16, 64)
+	espSPI, err3 := strconv.ParseUint(before.Children[0].SPIOut, 16, 32)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatalf("SPIs of %+v: %v", before, err)
+	}
+	e.ping(c, gwInner, 2)
+
+	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	ds := garbage(t, rng, spiI, spiR, uint32(espSPI), 1500)
+	logBefore := strings.Count(e.hike.Out.String(), "\n")
+	dpdBefore := strings.Count(d.Log(), "parsed INFORMATIONAL request")
+	start := time.Now()
+	e.sendDatagrams(e.clients[1], gwAddr, ds)
+	flood := time.Since(start)
+	time.Sleep(500 * time.Millisecond)
+	if e.hike.Exited() {
+		t.Fatalf("hike died under the flood")
+	}
+	logLines := strings.Count(e.hike.Out.String(), "\n") - logBefore
+	t.Logf("hike during the flood:\n%s", tailLines(e.hike.Out.String(), logLines))
+
+	// The SA survives: hike's DPD is still answered, the SPIs are the same,
+	// traffic flows, and hike still lists it.
+	waitFor(t, 8*time.Second, "hike's DPD answered after the flood", func() bool {
+		return strings.Count(d.Log(), "parsed INFORMATIONAL request") > dpdBefore+1
+	})
+	sas, err = d.SAs()
+	if err != nil || len(sas) != 1 || sas[0].SPIi != before.SPIi || sas[0].SPIr != before.SPIr ||
+		sas[0].State != "ESTABLISHED" || len(sas[0].Children) != 1 || sas[0].Children[0].SPIOut != before.Children[0].SPIOut {
+		t.Fatalf("strongSwan's SA changed: %+v %v (was %+v)", sas, err, before)
+	}
+	e.ping(c, gwInner, 3)
+	e.tcpTransfer(c, 1<<20)
+	if hs := e.hikeSAs(); len(hs) == 0 {
+		t.Fatal("hike lists no SA")
+	}
+	if out := e.hike.Out.String(); strings.Contains(out, "panic") || strings.Contains(out, `msg="peer not responding"`) ||
+		strings.Contains(out, `msg="IKE SA removed"`) {
+		t.Fatalf("hike:\n%s", tailLines(out, 40))
+	}
+	// One log line per bad datagram would be an amplifier for whoever sends
+	// them; hike rate-limits (20 lines a second).
+	if max := int(flood.Seconds()+2) * 25; logLines > max {
+		t.Fatalf("hike logged %d lines for %d datagrams in %v (more than %d)", logLines, len(ds), flood, max)
+	}
+	t.Logf("%d datagrams in %v; hike logged %d lines meanwhile", len(ds), flood.Round(time.Millisecond), logLines)
+}
+
+// pcapPackets returns the UDP datagrams (source, destination, payload) of an
+// Ethernet pcap file written by tcpdump.
+func pcapPackets(t *testing.T, path string) (out []struct {
+	src, dst netip.AddrPort
+	data     []byte
+}) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 24 {
+		t.Fatalf("pcap %s: %v (%d bytes)", path, err, len(b))
+	}
+	var bo binary.ByteOrder = binary.LittleEndian
+	switch binary.LittleEndian.Uint32(b) {
+	case 0xa1b2c3d4, 0xa1b23c4d:
+	default:
+		bo = binary.BigEndian
+	}
+	if lt := bo.Uint32(b[20:]); lt != 1 {
+		t.Fatalf("pcap link type %d, want Ethernet", lt)
+	}
+	for b = b[24:]; len(b) >= 16; {
+		n := int(bo.Uint32(b[8:]))
+		if len(b) < 16+n {
+			break
+		}
+		f := b[16 : 16+n]
+		b = b[16+n:]
+		if len(f) < 14+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+			continue
+		}
+		ip := f[14:]
+		ihl := int(ip[0]&0xf) * 4
+		if ip[9] != syscall.IPPROTO_UDP || len(ip) < ihl+8 {
+			continue
+		}
+		udp := ip[ihl:]
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), binary.BigEndian.Uint16(udp[0:]))
+		dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(udp[2:]))
+		out = append(out, struct {
+			src, dst netip.AddrPort
+			data     []byte
+		}{src, dst, udp[8:]})
+	}
+	return out
+}
+
+// TestRetransmitCachedResponse: strongSwan's DPD request is answered by
+// hike, but the answer is dropped in front of charon (nftables), so charon
+// retransmits the request; hike must answer the retransmission from its
+// response cache with the very same octets (a fresh response would carry a
+// new IV) and not process the request twice. tcpdump in the gateway
+// captures both answers.
+func TestRetransmitCachedResponse(t *testing.T) {
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		requireTool(t, "tcpdump")
+	}
+	e := newEnv(t, 1)
+	e.startHike(hikePSKConf)
+	c := e.clients[0]
+	pcap := filepath.Join(e.dir, "ike.pcap")
+	td, err := e.gw.Start("tcpdump", "", "tcpdump", "-i", "br0", "-n", "-U", "-w", pcap, "udp port 4500")
+	must(t, err)
+	waitFor(t, 5*time.Second, "tcpdump to listen", func() bool { return strings.Contains(td.Out.String(), "listening on") })
+
+	// Drop IKE INFORMATIONAL responses (exchange type 37, flags exactly R)
+	// from hike: the UDP payload is marker(4) SPIs(16) next(1) version(1)
+	// exchange(1) flags(1), so after the 8-octet UDP header the exchange
+	// type is at bit 240 and the flags at bit 248.
+	rules := `table inet ikedrop {
+	chain in {
+		type filter hook input priority filter; policy accept;
+		udp sport 4500 @th,64,32 0 @th,240,8 37 @th,248,8 0x20 counter drop
+	}
+}
+`
+	if out, err := c.ns.Run("sh", "-c", "printf '%s' \"$1\" | nft -f -", "sh", rules); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	d, err := swan.Start(c.ns, filepath.Join(e.dir, "swan1"),
+		swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", "dpd_delay = 1s"),
+		swan.Options{LibIPsec: true, Extra: "retransmit_timeout = 1.0\n    retransmit_base = 1.4"})
+	must(t, err)
+	c.swan = d
+	if err := d.Initiate("net"); err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`retransmit 1 of request with message ID (\d+)`)
+	var mid uint32
+	waitFor(t, 10*time.Second, "charon to retransmit its DPD", func() bool {
+		m := re.FindStringSubmatch(d.Log())
+		if m != nil {
+			v, _ := strconv.ParseUint(m[1], 10, 32)
+			mid = uint32(v)
+		}
+		return m != nil
+	})
+	if out, err := c.ns.Run("nft", "delete", "table", "inet", "ikedrop"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	waitFor(t, 10*time.Second, "charon to get hike's answer", func() bool {
+		return strings.Contains(d.Log(), fmt.Sprintf("parsed INFORMATIONAL response %d", mid))
+	})
+	time.Sleep(200 * time.Millisecond)
+	td.Stop(3 * time.Second)
+
+	// The requests with that Message ID and hike's answers to them.
+	var reqs, resps [][]byte
+	for _, p := range pcapPackets(t, pcap) {
+		m := p.data
+		if len(m) < 4+wire.HeaderLen || binary.BigEndian.Uint32(m) != 0 {
+			continue
+		}
+		m = m[4:]
+		if wire.ExchangeType(m[18]) != wire.INFORMATIONAL || binary.BigEndian.Uint32(m[20:]) != mid {
+			continue
+		}
+		if p.src.Addr() == netip.MustParseAddr(gwAddr) {
+			resps = append(resps, m)
+		} else {
+			reqs = append(reqs, m)
+		}
+	}
+	if len(reqs) < 2 || len(resps) < 2 {
+		t.Fatalf("captured %d requests and %d responses with Message ID %d, want at least 2 of each", len(reqs), len(resps), mid)
+	}
+	for i := range reqs[1:] {
+		if !bytes.Equal(reqs[i+1], reqs[0]) {
+			t.Fatalf("charon's retransmission %d differs from its request", i+1)
+		}
+	}
+	for i := range resps[1:] {
+		if !bytes.Equal(resps[i+1], resps[0]) {
+			t.Fatalf("hike's answer %d to the retransmission differs from its first answer:\n%x\n%x", i+1, resps[0], resps[i+1])
+		}
+	}
+	// Before the fix that this test came with, hike took the retransmission
+	// for a replay of an old Message ID and dropped it, so charon never got
+	// an answer; check that the SA still works after the exchange.
+	if strings.Contains(e.hike.Out.String(), `msg="unexpected message ID"`) {
+		t.Fatalf("hike did not recognise the retransmission:\n%s", grepLines(e.hike.Out.String(), "unexpected message ID"))
+	}
+	sas, err := d.SAs()
+	if err != nil || len(sas) != 1 || sas[0].State != "ESTABLISHED" {
+		t.Fatalf("%+v %v", sas, err)
+	}
+	e.ping(c, gwInner, 2)
+	t.Logf("Message ID %d: %d requests, %d identical responses of %d octets", mid, len(reqs), len(resps), len(resps[0]))
+}
+
+// requireTool fails (CI) or skips when a program is missing.
+func requireTool(t *testing.T, name string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("prerequisite missing under CI: %s", name)
+	}
+	t.Skipf("prerequisite missing: %s", name)
+}
