@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -85,7 +86,13 @@ func (e *Engine) respondCreateChild(sa *SA, in *inbound, w *wire.Builder) (postA
 	w.AddTS(wire.PayloadTSr, c.localTS)
 	if old != nil {
 		// The initiator of the rekey deletes the old SA (RFC 7296 §2.8);
-		// until then both carry traffic.
+		// until then both carry traffic. If we are rekeying it ourselves,
+		// remember what this exchange created: when our own response
+		// arrives, the nonces decide which of the two new SAs survives
+		// (§2.8.1).
+		if old.ourRekey {
+			old.collision = &rekeyCollision{ni: bytes.Clone(req.nonce), nr: nr, child: c}
+		}
 		old.state = childRekeying
 		e.log.Info("Child SA rekeyed by peer", "sa", sa.logID(), "child", c.cfgName(),
 			"old_spi_in", hex32(old.spiIn), "spi_in", hex32(c.spiIn), "spi_out", hex32(c.spiOut))
@@ -119,7 +126,7 @@ type childRekeyExchange struct {
 	old    *ChildSA
 	new    *ChildSA
 	offers []wire.Proposal
-	ni     []byte
+	ni, nr []byte
 }
 
 func (*childRekeyExchange) kind() wire.ExchangeType { return wire.CREATE_CHILD_SA }
@@ -129,6 +136,7 @@ func (x *childRekeyExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
 		return errNoSuchChild
 	}
 	x.old.state = childRekeying
+	x.old.ourRekey = true
 	x.new = &ChildSA{cfg: x.old.cfg, reqID: x.old.reqID, spiIn: e.allocChildSPI()}
 	x.offers = withSPI(x.old.cfg.ESPProposals, x.new.spiIn)
 	x.ni = make([]byte, nonceLen)
@@ -143,16 +151,46 @@ func (x *childRekeyExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
 
 func (x *childRekeyExchange) process(e *Engine, sa *SA, in *inbound) error {
 	err := x.finish(e, sa, in)
+	x.old.ourRekey = false
 	if err != nil {
 		releaseChildSPI(x.new.spiIn)
-		if x.old.state == childRekeying {
+		if x.old.state == childRekeying && x.old.collision == nil {
 			x.old.state = childInstalled
 			x.old.rekeyAt = e.now().Add(e.cfg.RetransmitTimeout * 30)
 		}
+		x.old.collision = nil
 		return err
+	}
+	if col := x.old.collision; col != nil {
+		// Simultaneous rekey (RFC 7296 §2.8.1): the lowest of the four
+		// nonces marks the redundant SA, which its creator deletes; the
+		// initiator of the surviving SA deletes the old one.
+		x.old.collision = nil
+		if bytes.Compare(bytesMin(x.ni, x.nr), bytesMin(col.ni, col.nr)) < 0 {
+			e.log.Info("simultaneous Child SA rekey: ours is redundant", "sa", sa.logID(), "spi_in", hex32(x.new.spiIn))
+			e.enqueue(sa, &deleteExchange{children: []*ChildSA{x.new}})
+			return nil
+		}
+		e.log.Info("simultaneous Child SA rekey: ours survives", "sa", sa.logID(), "spi_in", hex32(x.new.spiIn))
 	}
 	e.enqueue(sa, &deleteExchange{children: []*ChildSA{x.old}})
 	return nil
+}
+
+// rekeyCollision records the peer's rekey of a Child SA we are rekeying
+// too: its nonces and the Child SA our answer created.
+type rekeyCollision struct {
+	ni, nr []byte
+	child  *ChildSA
+}
+
+// bytesMin returns the lower of two nonces, octet by octet, a prefix being
+// lower than what it prefixes (RFC 7296 §2.8.1).
+func bytesMin(a, b []byte) []byte {
+	if bytes.Compare(a, b) <= 0 {
+		return a
+	}
+	return b
 }
 
 func (x *childRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
@@ -177,6 +215,7 @@ func (x *childRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
 	if err := e.keyChild(sa, c, nil, x.ni, resp.nonce, true); err != nil {
 		return err
 	}
+	x.nr = bytes.Clone(resp.nonce)
 	sa.children = append(sa.children, c)
 	e.log.Info("Child SA rekeyed", "sa", sa.logID(), "child", c.cfgName(),
 		"old_spi_in", hex32(x.old.spiIn), "spi_in", hex32(c.spiIn), "spi_out", hex32(c.spiOut))

@@ -58,3 +58,33 @@ func TestIKERekey(t *testing.T) {
 		return a.stats.DPDAnswered == 1 && nb.stats.DPDAnswered == 1
 	})
 }
+
+// TestSimultaneousChildRekey: both ends rekey the same Child SA at once.
+// The nonces pick one survivor (RFC 7296 §2.8.1): in the end each side has
+// exactly one Child SA, the two halves pair up, and the old one is gone.
+func TestSimultaneousChildRekey(t *testing.T) {
+	for i := 0; i < 5; i++ {
+		client, server := testConns("a long enough pre-shared key")
+		p := newPair(t, client, server)
+		old := p.establish().Children[0]
+		a, b := onlySA(t, p.a), onlySA(t, p.b)
+		waitFor(t, "responder up", func() bool { return len(p.b.List()) == 1 && len(p.b.List()[0].Children) == 1 })
+		a.mu.Lock()
+		b.mu.Lock()
+		// Queue both before either runs, so that the requests cross.
+		a.queue = append(a.queue, &childRekeyExchange{old: a.children[0]})
+		b.queue = append(b.queue, &childRekeyExchange{old: b.children[0]})
+		b.mu.Unlock()
+		a.mu.Unlock()
+		p.a.async(a, func() { p.a.kick(a) })
+		p.b.async(b, func() { p.b.kick(b) })
+		waitFor(t, "one surviving Child SA on each side", func() bool {
+			la, lb := p.a.List(), p.b.List()
+			if len(la) != 1 || len(lb) != 1 || len(la[0].Children) != 1 || len(lb[0].Children) != 1 {
+				return false
+			}
+			ca, cb := la[0].Children[0], lb[0].Children[0]
+			return ca.SPIIn == cb.SPIOut && ca.SPIOut == cb.SPIIn && ca.SPIIn != old.SPIIn && ca.SPIIn != old.SPIOut
+		})
+	}
+}

@@ -225,6 +225,10 @@ type ChildSA struct {
 	expireAt  time.Time
 	state     childState
 	keys      *childKeys
+	// ourRekey is set while our own rekey of this SA is in flight, and
+	// collision when the peer rekeyed it at the same time (§2.8.1).
+	ourRekey  bool
+	collision *rekeyCollision
 }
 
 type childState uint8
