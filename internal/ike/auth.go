@@ -537,6 +537,9 @@ func (x *authExchange) process(e *Engine, sa *SA, in *inbound) error {
 		}
 	}
 	sa.hs = nil
+	for _, cfg := range sa.conn.Children[min(1, len(sa.conn.Children)):] {
+		e.enqueue(sa, &createChildExchange{cfg: cfg})
+	}
 	if f := sa.onUp; f != nil {
 		sa.onUp = nil
 		f(sa.info(), nil)

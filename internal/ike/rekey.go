@@ -194,32 +194,92 @@ func bytesMin(a, b []byte) []byte {
 }
 
 func (x *childRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
+	nr, err := e.completeChild(sa, x.new, x.offers, x.ni, in)
+	if err != nil {
+		return err
+	}
+	x.nr = nr
+	e.log.Info("Child SA rekeyed", "sa", sa.logID(), "child", x.new.cfgName(),
+		"old_spi_in", hex32(x.old.spiIn), "spi_in", hex32(x.new.spiIn), "spi_out", hex32(x.new.spiOut))
+	return nil
+}
+
+// completeChild finishes a Child SA we requested from the CREATE_CHILD_SA
+// response: the responder's choice must be one we offered, its selectors a
+// subset of ours (RFC 7296 §2.7, §2.9). It returns the responder's nonce.
+func (e *Engine) completeChild(sa *SA, c *ChildSA, offers []wire.Proposal, ni []byte, in *inbound) ([]byte, error) {
 	if t, ok := in.errorNotify(); ok {
-		return fmt.Errorf("peer refused Child SA rekey: %v", t)
+		return nil, fmt.Errorf("peer refused the Child SA: %v", t)
 	}
 	resp, err := parseChildRequest(in.payloads)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	choice, spi, err := checkESP(x.offers, resp.proposals, wire.DH_NONE)
+	choice, spi, err := checkESP(offers, resp.proposals, wire.DH_NONE)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.nonce == nil {
-		return errors.New("response without nonce")
+		return nil, errors.New("response without nonce")
 	}
-	c := x.new
 	c.spiOut = spi
 	c.setAlgorithms(choice)
 	c.localTS, c.remoteTS = resp.tsi, resp.tsr
-	if err := e.keyChild(sa, c, nil, x.ni, resp.nonce, true); err != nil {
+	if err := e.keyChild(sa, c, nil, ni, resp.nonce, true); err != nil {
+		return nil, err
+	}
+	sa.children = append(sa.children, c)
+	return bytes.Clone(resp.nonce), nil
+}
+
+// createChildExchange creates an additional Child SA (RFC 7296 §1.3.1), for
+// connections with more than one child: the first comes with IKE_AUTH.
+type createChildExchange struct {
+	cfg      *ChildConfig
+	child    *ChildSA
+	offers   []wire.Proposal
+	ni       []byte
+	tsi, tsr []wire.TrafficSelector
+}
+
+func (*createChildExchange) kind() wire.ExchangeType { return wire.CREATE_CHILD_SA }
+
+func (x *createChildExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
+	x.child = &ChildSA{cfg: x.cfg, spiIn: e.allocChildSPI()}
+	x.offers = withSPI(x.cfg.ESPProposals, x.child.spiIn)
+	x.ni = make([]byte, nonceLen)
+	rand.Read(x.ni)
+	x.tsi, x.tsr = e.localTS(sa, x.cfg), e.remoteTS(sa, x.cfg)
+	w.AddSA(x.offers)
+	w.AddNonce(x.ni)
+	w.AddTS(wire.PayloadTSi, x.tsi)
+	w.AddTS(wire.PayloadTSr, x.tsr)
+	return nil
+}
+
+func (x *createChildExchange) process(e *Engine, sa *SA, in *inbound) error {
+	if _, err := e.completeChild(sa, x.child, x.offers, x.ni, in); err != nil {
+		x.abandon(err)
 		return err
 	}
-	x.nr = bytes.Clone(resp.nonce)
-	sa.children = append(sa.children, c)
-	e.log.Info("Child SA rekeyed", "sa", sa.logID(), "child", c.cfgName(),
-		"old_spi_in", hex32(x.old.spiIn), "spi_in", hex32(c.spiIn), "spi_out", hex32(c.spiOut))
+	if !subset(x.child.localTS, x.tsi) || !subset(x.child.remoteTS, x.tsr) {
+		e.deleteChild(sa, x.child)
+		return errors.New("responder widened the traffic selectors")
+	}
+	e.log.Info("Child SA established", "sa", sa.logID(), "child", x.cfg.Name,
+		"spi_in", hex32(x.child.spiIn), "spi_out", hex32(x.child.spiOut))
 	return nil
+}
+
+func (x *createChildExchange) abandon(error) {
+	if x.child != nil && !x.child.installed {
+		releaseChildSPI(x.child.spiIn)
+	}
+}
+
+func (x *createChildExchange) rerun() exchange {
+	x.abandon(nil)
+	return &createChildExchange{cfg: x.cfg}
 }
 
 func (x *childRekeyExchange) abandon(error) {

@@ -88,3 +88,18 @@ func TestSimultaneousChildRekey(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondChild: a connection with two children gets the first with
+// IKE_AUTH and the second through CREATE_CHILD_SA.
+func TestSecondChild(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	second := *client.Children[0]
+	second.Name = "second"
+	client.Children = append(client.Children, &second)
+	p := newPair(t, client, server)
+	p.establish()
+	waitFor(t, "two Child SAs on both sides", func() bool {
+		la, lb := p.a.List(), p.b.List()
+		return len(la) == 1 && len(lb) == 1 && len(la[0].Children) == 2 && len(lb[0].Children) == 2
+	})
+}
