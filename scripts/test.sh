@@ -53,6 +53,11 @@ log "go test"
 # shellcheck disable=SC2086
 go test -count=1 -timeout 20m ${GOTESTFLAGS:-} ./...
 
+log "go test -race (the concurrent core)"
+# shellcheck disable=SC2086
+go test -count=1 -race -timeout 10m ${GOTESTFLAGS:-} ./internal/ike/... ./internal/esp/... ./internal/msgsync/... \
+	./internal/transport/... ./internal/control/... ./internal/crypto/... ./internal/wire/... ./internal/state/...
+
 if [ "$FUZZTIME" != 0 ]; then
 	log "fuzz smoke runs ($FUZZTIME each)"
 	for f in $(grep -rlE '^func Fuzz[A-Za-z0-9_]+\(' --include='*_test.go' . | sort); do
