@@ -46,6 +46,23 @@ type Config struct {
 	RetransmitBase    float64
 	RetransmitTries   int
 	HalfOpenTimeout   time.Duration
+
+	// OnExchange, if set, is told about every exchange we initiated once
+	// its response has been processed: the load generator measures DPD
+	// round trips with it. It runs on a worker with the SA locked, so it
+	// must be quick and must not call back into the engine.
+	OnExchange func(ExchangeDone)
+}
+
+// ExchangeDone describes one of our exchanges that got its response.
+type ExchangeDone struct {
+	Type wire.ExchangeType
+	// DPD marks an empty INFORMATIONAL request: a liveness check.
+	DPD bool
+	// RTT runs from the request's first transmission to its response, so
+	// it includes any retransmissions.
+	RTT    time.Duration
+	Failed bool
 }
 
 func (c *Config) defaults() {

@@ -77,6 +77,12 @@ const (
 
 var errDrop = errors.New("message dropped")
 
+// errUnprotected is a message after IKE_SA_INIT without an SK or SKF
+// payload. It is not a *wire.Error: nothing in it is authenticated, so it
+// must be dropped, never answered, never move the peer nor consume a
+// Message ID.
+var errUnprotected = errors.New("message has no encrypted payload")
+
 // handleMessage processes one datagram for an existing SA; sa.mu is held.
 func (e *Engine) handleMessage(sa *SA, local, remote netip.AddrPort, b []byte) {
 	var m wire.Message
@@ -245,7 +251,7 @@ const maxInner = 32
 // that does not complete its message yet.
 func (e *Engine) open(sa *SA, m *wire.Message, dst []wire.Payload) ([]wire.Payload, error) {
 	if len(m.Payloads) == 0 {
-		return nil, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "no encrypted payload"}
+		return nil, errUnprotected
 	}
 	last := m.Payloads[len(m.Payloads)-1]
 	var plain []byte
@@ -272,7 +278,7 @@ func (e *Engine) open(sa *SA, m *wire.Message, dst []wire.Payload) ([]wire.Paylo
 			defer sa.reasm.Reset()
 		}
 	default:
-		return nil, &wire.Error{Notify: wire.INVALID_SYNTAX, Reason: "no encrypted payload"}
+		return nil, errUnprotected
 	}
 	if err != nil {
 		return nil, err
@@ -344,6 +350,10 @@ func (e *Engine) handleResponse(sa *SA, m *wire.Message, local, remote netip.Add
 	sa.lastHeard = e.now()
 	err := out.x.process(e, sa, &in)
 	e.stats.exchange(h.Exchange, false, err != nil)
+	if f := e.cfg.OnExchange; f != nil {
+		_, dpd := out.x.(*dpdExchange)
+		f(ExchangeDone{Type: h.Exchange, DPD: dpd, RTT: e.now().Sub(out.sent), Failed: err != nil})
+	}
 	if err != nil {
 		e.log.Info("exchange failed", "sa", sa.logID(), "exchange", h.Exchange, "err", err)
 	}
