@@ -106,6 +106,15 @@ func wireSeeds(spiI, spiR uint64) [][]byte {
 		w.Reset(nil, wire.Header{SPIi: ids[0], SPIr: ids[1], Exchange: wire.IKE_AUTH, Flags: wire.FlagInitiator, MessageID: 1})
 		w.End(append(w.StartSKF(wire.PayloadIDi, 1, 2), make([]byte, 48)...))
 		out = append(out, w.Finish())
+
+		// Unprotected requests under each Message ID, the expected one
+		// included: nothing in them is authenticated, so none may be
+		// answered, move the peer or consume a Message ID.
+		for mid := uint32(0); mid < 8; mid++ {
+			w.Reset(nil, wire.Header{SPIi: ids[0], SPIr: ids[1], Exchange: wire.INFORMATIONAL, Flags: wire.FlagInitiator, MessageID: mid})
+			w.AddDeleteIKE()
+			out = append(out, w.Finish())
+		}
 	}
 	return out
 }
@@ -287,6 +296,9 @@ func TestRobustGarbage(t *testing.T) {
 	if e.hike.Exited() {
 		t.Fatalf("hike died under the flood")
 	}
+	if out := e.hike.Out.String(); strings.Contains(out, "to="+e.clients[1].outer.String()) {
+		t.Fatalf("garbage moved the SA to the sender's address:\n%s", grepLines(out, "peer moved"))
+	}
 	logLines := strings.Count(e.hike.Out.String(), "\n") - logBefore
 	t.Logf("hike during the flood:\n%s", tailLines(e.hike.Out.String(), logLines))
 
@@ -306,7 +318,8 @@ func TestRobustGarbage(t *testing.T) {
 		t.Fatal("hike lists no SA")
 	}
 	if out := e.hike.Out.String(); strings.Contains(out, "panic") || strings.Contains(out, `msg="peer not responding"`) ||
-		strings.Contains(out, `msg="IKE SA removed"`) {
+		strings.Contains(out, `msg="IKE SA removed"`) ||
+		strings.Contains(out, "to="+e.clients[1].outer.String()) {
 		t.Fatalf("hike:\n%s", tailLines(out, 40))
 	}
 	// One log line per bad datagram would be an amplifier for whoever sends
