@@ -376,107 +376,158 @@ func pcapPackets(t *testing.T, path string) (out []struct {
 	return out
 }
 
-// TestRetransmitCachedResponse: strongSwan's DPD request is answered by
+// TestRetransmitCachedResponse: a request from strongSwan is answered by
 // hike, but the answer is dropped in front of charon (nftables), so charon
 // retransmits the request; hike must answer the retransmission from its
 // response cache with the very same octets (a fresh response would carry a
-// new IV) and not process the request twice. tcpdump in the gateway
-// captures both answers.
+// new IV) and must not process the request twice. tcpdump in the gateway
+// captures both answers. Two requests: a DPD (empty INFORMATIONAL) and a
+// Child SA rekey (CREATE_CHILD_SA), whose second processing would create a
+// second Child SA.
 func TestRetransmitCachedResponse(t *testing.T) {
 	if _, err := exec.LookPath("tcpdump"); err != nil {
 		requireTool(t, "tcpdump")
 	}
-	e := newEnv(t, 1)
-	e.startHike(hikePSKConf)
-	c := e.clients[0]
-	pcap := filepath.Join(e.dir, "ike.pcap")
-	td, err := e.gw.Start("tcpdump", "", "tcpdump", "-i", "br0", "-n", "-U", "-w", pcap, "udp port 4500")
-	must(t, err)
-	waitFor(t, 5*time.Second, "tcpdump to listen", func() bool { return strings.Contains(td.Out.String(), "listening on") })
+	for _, tc := range []struct {
+		name     string
+		exchange wire.ExchangeType
+		extra    string // strongSwan connection options
+		trigger  func(d *swan.Daemon) error
+	}{
+		{"dpd", wire.INFORMATIONAL, "dpd_delay = 1s", nil},
+		{"child-rekey", wire.CREATE_CHILD_SA, "", func(d *swan.Daemon) error {
+			_, err := d.Swanctl("--rekey", "--child", "net")
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 1)
+			e.startHike(hikePSKConf)
+			c := e.clients[0]
+			pcap := filepath.Join(e.dir, "ike.pcap")
+			td, err := e.gw.Start("tcpdump", "", "tcpdump", "-i", "br0", "-n", "-U", "-w", pcap, "udp port 4500")
+			must(t, err)
+			waitFor(t, 5*time.Second, "tcpdump to listen", func() bool { return strings.Contains(td.Out.String(), "listening on") })
 
-	// Drop IKE INFORMATIONAL responses (exchange type 37, flags exactly R)
-	// from hike: the UDP payload is marker(4) SPIs(16) next(1) version(1)
-	// exchange(1) flags(1), so after the 8-octet UDP header the exchange
-	// type is at bit 240 and the flags at bit 248.
-	rules := `table inet ikedrop {
+			// Drop hike's responses of the exchange (flags exactly R: hike
+			// is the responder of the IKE SA): the UDP payload is
+			// marker(4) SPIs(16) next(1) version(1) exchange(1) flags(1), so
+			// after the 8-octet UDP header the exchange type is at bit 240
+			// and the flags at bit 248.
+			rules := fmt.Sprintf(`table inet ikedrop {
 	chain in {
 		type filter hook input priority filter; policy accept;
-		udp sport 4500 @th,64,32 0 @th,240,8 37 @th,248,8 0x20 counter drop
+		udp sport 4500 @th,64,32 0 @th,240,8 %d @th,248,8 0x20 counter drop
 	}
 }
-`
-	if out, err := c.ns.Run("sh", "-c", "printf '%s' \"$1\" | nft -f -", "sh", rules); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
-	}
-	d, err := swan.Start(c.ns, filepath.Join(e.dir, "swan1"),
-		swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", "dpd_delay = 1s"),
-		swan.Options{LibIPsec: true, Extra: "retransmit_timeout = 1.0\n    retransmit_base = 1.4"})
-	must(t, err)
-	c.swan = d
-	if err := d.Initiate("net"); err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile(`retransmit 1 of request with message ID (\d+)`)
-	var mid uint32
-	waitFor(t, 10*time.Second, "charon to retransmit its DPD", func() bool {
-		m := re.FindStringSubmatch(d.Log())
-		if m != nil {
-			v, _ := strconv.ParseUint(m[1], 10, 32)
-			mid = uint32(v)
-		}
-		return m != nil
-	})
-	if out, err := c.ns.Run("nft", "delete", "table", "inet", "ikedrop"); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	waitFor(t, 10*time.Second, "charon to get hike's answer", func() bool {
-		return strings.Contains(d.Log(), fmt.Sprintf("parsed INFORMATIONAL response %d", mid))
-	})
-	time.Sleep(200 * time.Millisecond)
-	td.Stop(3 * time.Second)
+`, tc.exchange)
+			d, err := swan.Start(c.ns, filepath.Join(e.dir, "swan1"),
+				swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", tc.extra),
+				swan.Options{LibIPsec: true, Extra: "retransmit_timeout = 1.0\n    retransmit_base = 1.4"})
+			must(t, err)
+			c.swan = d
+			if err := d.Initiate("net"); err != nil {
+				t.Fatal(err)
+			}
+			sas, err := d.SAs()
+			if err != nil || len(sas) != 1 || len(sas[0].Children) != 1 {
+				t.Fatalf("%+v %v", sas, err)
+			}
+			oldSPI := sas[0].Children[0].SPIIn
+			if out, err := c.ns.Run("sh", "-c", "printf '%s' \"$1\" | nft -f -", "sh", rules); err != nil {
+				t.Fatalf("nft: %v: %s", err, out)
+			}
+			if tc.trigger != nil {
+				must(t, tc.trigger(d))
+			}
+			re := regexp.MustCompile(`retransmit 1 of request with message ID (\d+)`)
+			var mid uint32
+			waitFor(t, 10*time.Second, "charon to retransmit", func() bool {
+				m := re.FindStringSubmatch(d.Log())
+				if m != nil {
+					v, _ := strconv.ParseUint(m[1], 10, 32)
+					mid = uint32(v)
+				}
+				return m != nil
+			})
+			if out, err := c.ns.Run("nft", "delete", "table", "inet", "ikedrop"); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			waitFor(t, 10*time.Second, "charon to get hike's answer", func() bool {
+				return strings.Contains(d.Log(), fmt.Sprintf("parsed %s response %d", tc.exchange, mid))
+			})
+			time.Sleep(200 * time.Millisecond)
+			td.Stop(3 * time.Second)
 
-	// The requests with that Message ID and hike's answers to them.
-	var reqs, resps [][]byte
-	for _, p := range pcapPackets(t, pcap) {
-		m := p.data
-		if len(m) < 4+wire.HeaderLen || binary.BigEndian.Uint32(m) != 0 {
-			continue
-		}
-		m = m[4:]
-		if wire.ExchangeType(m[18]) != wire.INFORMATIONAL || binary.BigEndian.Uint32(m[20:]) != mid {
-			continue
-		}
-		if p.src.Addr() == netip.MustParseAddr(gwAddr) {
-			resps = append(resps, m)
-		} else {
-			reqs = append(reqs, m)
-		}
+			// The requests with that Message ID and hike's answers to them.
+			var reqs, resps [][]byte
+			for _, p := range pcapPackets(t, pcap) {
+				m := p.data
+				if len(m) < 4+wire.HeaderLen || binary.BigEndian.Uint32(m) != 0 {
+					continue
+				}
+				m = m[4:]
+				if wire.ExchangeType(m[18]) != tc.exchange || binary.BigEndian.Uint32(m[20:]) != mid {
+					continue
+				}
+				if p.src.Addr() == netip.MustParseAddr(gwAddr) {
+					resps = append(resps, m)
+				} else {
+					reqs = append(reqs, m)
+				}
+			}
+			if len(reqs) < 2 || len(resps) < 2 {
+				t.Fatalf("captured %d requests and %d responses with Message ID %d, want at least 2 of each", len(reqs), len(resps), mid)
+			}
+			for i := range reqs[1:] {
+				if !bytes.Equal(reqs[i+1], reqs[0]) {
+					t.Fatalf("charon's retransmission %d differs from its request", i+1)
+				}
+			}
+			for i := range resps[1:] {
+				if !bytes.Equal(resps[i+1], resps[0]) {
+					t.Fatalf("hike's answer %d to the retransmission differs from its first answer:\n%x\n%x", i+1, resps[0], resps[i+1])
+				}
+			}
+			// Before the fix that this test came with, hike took the
+			// retransmission for a replay of an old Message ID and dropped
+			// it, so charon never got an answer.
+			if out := e.hike.Out.String(); strings.Contains(out, `msg="unexpected message ID"`) {
+				t.Fatalf("hike did not recognise the retransmission:\n%s", grepLines(out, "unexpected message ID"))
+			}
+			if tc.exchange == wire.CREATE_CHILD_SA {
+				// Processed once: one rekey, and once charon has deleted
+				// the old Child SA, hike has exactly the new one.
+				if n := strings.Count(e.hike.Out.String(), `msg="Child SA rekeyed by peer"`); n != 1 {
+					t.Fatalf("hike rekeyed %d times for one request", n)
+				}
+				waitFor(t, 5*time.Second, "hike to hold only the new Child SA", func() bool {
+					hs := e.hikeSAs()
+					if len(hs) != 1 {
+						return false
+					}
+					ch, _ := hs[0]["children"].([]any)
+					return len(ch) == 1 && !strings.EqualFold(ch[0].(map[string]any)["spi_out"].(string), oldSPI)
+				})
+			}
+			// charon lists the old Child SA as DELETED for a moment.
+			waitFor(t, 5*time.Second, "strongSwan to hold one installed Child SA", func() bool {
+				sas, err := d.SAs()
+				if err != nil || len(sas) != 1 || sas[0].State != "ESTABLISHED" {
+					return false
+				}
+				n := 0
+				for _, ch := range sas[0].Children {
+					if ch.State == "INSTALLED" {
+						n++
+					}
+				}
+				return n == 1
+			})
+			e.ping(c, gwInner, 2)
+			t.Logf("Message ID %d: %d requests, %d identical responses of %d octets", mid, len(reqs), len(resps), len(resps[0]))
+		})
 	}
-	if len(reqs) < 2 || len(resps) < 2 {
-		t.Fatalf("captured %d requests and %d responses with Message ID %d, want at least 2 of each", len(reqs), len(resps), mid)
-	}
-	for i := range reqs[1:] {
-		if !bytes.Equal(reqs[i+1], reqs[0]) {
-			t.Fatalf("charon's retransmission %d differs from its request", i+1)
-		}
-	}
-	for i := range resps[1:] {
-		if !bytes.Equal(resps[i+1], resps[0]) {
-			t.Fatalf("hike's answer %d to the retransmission differs from its first answer:\n%x\n%x", i+1, resps[0], resps[i+1])
-		}
-	}
-	// Before the fix that this test came with, hike took the retransmission
-	// for a replay of an old Message ID and dropped it, so charon never got
-	// an answer; check that the SA still works after the exchange.
-	if strings.Contains(e.hike.Out.String(), `msg="unexpected message ID"`) {
-		t.Fatalf("hike did not recognise the retransmission:\n%s", grepLines(e.hike.Out.String(), "unexpected message ID"))
-	}
-	sas, err := d.SAs()
-	if err != nil || len(sas) != 1 || sas[0].State != "ESTABLISHED" {
-		t.Fatalf("%+v %v", sas, err)
-	}
-	e.ping(c, gwInner, 2)
-	t.Logf("Message ID %d: %d requests, %d identical responses of %d octets", mid, len(reqs), len(resps), len(resps[0]))
 }
 
 // requireTool fails (CI) or skips when a program is missing.
