@@ -131,6 +131,10 @@ func TestStrongSwanVirtualIP(t *testing.T) {
 			strings.Join(sas[0].Children[0].LocalTS, " ") != vipAddr+"/32" {
 			t.Fatalf("client %d: Child SA should cover exactly the virtual IP: %+v %v", n, sas, err)
 		}
+		hs := e.hikeSAs()
+		if len(hs) != 1 || hs[0]["virtual_ip"] != vipAddr {
+			t.Fatalf("client %d: hike should list one SA with virtual IP %s: %v", n, vipAddr, hs)
+		}
 		pingFrom(t, c.ns, vipAddr, gwInner, 3)
 	}
 	leaves := func(n int, d *swan.Daemon) {
