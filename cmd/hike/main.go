@@ -42,5 +42,6 @@ counters with the peer through RFC 6311 instead of replicating every DPD.`,
 	root.AddCommand(newServeCmd(), newConfigCmd())
 	root.AddCommand(newSACmd())
 	root.AddCommand(newLabCmd())
+	root.AddCommand(newLoadCmd())
 	return root
 }

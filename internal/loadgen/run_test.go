@@ -1,0 +1,158 @@
+package loadgen
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/config"
+	"github.com/hike-vpn/hike/internal/ike"
+	"github.com/hike-vpn/hike/internal/transport"
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+const testPSK = "load generator test pre-shared key"
+
+// responder runs a hike engine as responder on a loopback socket, the way
+// the daemon glues them, and returns its address.
+func responder(t *testing.T, psk string, dpd time.Duration) (netip.AddrPort, *ike.Engine) {
+	t.Helper()
+	sock, err := transport.Listen(transport.ListenConfig{Addr: netip.MustParseAddrPort("127.0.0.1:0"), ReadBuffer: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ikeProps, err := ikeProposals(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	espProps, err := proposals(wire.ProtoESP, config.DefaultESPProposals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &ike.Conn{Name: "gw",
+		LocalID:      wire.ID{Type: wire.ID_FQDN, Data: []byte("gw.load")},
+		RemoteID:     ike.IDPattern{Type: wire.ID_FQDN, Data: []byte("*.load")},
+		LocalAuth:    ike.Auth{Method: ike.AuthPSK, PSK: []byte(psk)},
+		RemoteAuth:   ike.Auth{Method: ike.AuthPSK, PSK: []byte(psk)},
+		IKEProposals: ikeProps, DPDDelay: dpd, MIDSync: true, ReplaySync: true,
+		Children: []*ike.ChildConfig{{Name: "net", LocalTS: []ike.TrafficSelector{ike.PrefixTS(netip.MustParsePrefix("10.0.0.0/8"))},
+			RemoteDynamic: true, ESPProposals: espProps}},
+	}
+	eng := ike.New(ike.Config{Conns: []*ike.Conn{conn}, CookieThreshold: -1,
+		Send: func(local, remote netip.AddrPort, msg []byte) error { return sock.SendIKE(local.Addr(), remote, msg) }})
+	eng.Start()
+	done := make(chan struct{})
+	go func() { defer close(done); sock.Serve(respHandler{eng, sock.LocalAddr().Port()}) }()
+	t.Cleanup(func() { sock.Close(); <-done; eng.Close() })
+	return sock.LocalAddr(), eng
+}
+
+type respHandler struct {
+	eng  *ike.Engine
+	port uint16
+}
+
+func (h respHandler) HandleIKE(p *transport.Packet) {
+	h.eng.HandleIKE(netip.AddrPortFrom(p.Local, h.port), p.Remote, p.Data)
+}
+func (respHandler) HandleESP(*transport.Packet) {}
+
+// TestRunLoopback: 300 clients over 50 loopback addresses (all of
+// 127.0.0.0/8 is local) against an in-process hike responder, with Child
+// SAs and DPD every 300 ms: all establish, each from its own identity,
+// DPD flows, nothing fails.
+func TestRunLoopback(t *testing.T) {
+	target, resp := responder(t, testPSK, time.Hour)
+	const clients = 300
+	s, err := Run(context.Background(), Options{
+		Target: target, Clients: clients, Rate: 600, DPD: 300 * time.Millisecond, PSK: []byte(testPSK),
+		IDFormat: "client%d.load", Sources: []netip.Prefix{netip.MustParsePrefix("127.77.0.0/26")},
+		Child: true, RFC6311: true, Duration: 2 * time.Second, WatchPIDs: []int{0x7fffffff},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", s)
+	if s.Established != clients || s.Failed != 0 || s.Pending != 0 || s.UpAtEnd != clients {
+		t.Fatalf("established %d failed %d pending %d up %d, want all %d up: %v", s.Established, s.Failed, s.Pending, s.UpAtEnd, clients, s.Failures)
+	}
+	if s.SourceAddrs != 62 {
+		t.Fatalf("%d source addresses from a /26, want 62", s.SourceAddrs)
+	}
+	if got := resp.Stats().Established.Load(); got != clients {
+		t.Fatalf("responder has %d IKE SAs, want %d (distinct identities must not replace each other)", got, clients)
+	}
+	// Setup at 600/s takes half a second; then each SA probes about every
+	// 300 ms (plus the timer wheel's 50 ms): a few DPD per SA in the rest.
+	if s.DPD.Completed < clients/2 || s.DPD.Timeouts != 0 || s.DPD.Failed != 0 {
+		t.Fatalf("DPD %+v", s.DPD)
+	}
+	minDPD, minSetup := 300.0, 300.0
+	if raceEnabled {
+		minDPD, minSetup = 50, 50
+	}
+	if s.DPD.PerSecond < minDPD || s.DPD.RTT.Count != s.DPD.Completed || s.DPD.RTT.P99 <= 0 {
+		t.Fatalf("DPD %+v: want ~850/s (300 SAs every 350 ms) with a round trip per exchange", s.DPD)
+	}
+	// The ramp bounds the setup rate from above whatever the machine.
+	if s.SetupRate < minSetup || s.SetupRate > 650 {
+		t.Fatalf("setup rate %v at a 600/s ramp", s.SetupRate)
+	}
+	if s.SetupLatency.Count != clients || s.SetupLatency.P50 <= 0 || s.SetupLatency.P99 < s.SetupLatency.P50 {
+		t.Fatalf("setup latency %+v", s.SetupLatency)
+	}
+	if len(s.CPU) != 2 || s.CPU[0].Seconds <= 0 || s.CPU[1].Err == "" {
+		t.Fatalf("CPU %+v: want this process measured and the missing one reported", s.CPU)
+	}
+}
+
+// TestRunFailuresByReason: a wrong PSK fails every client, by reason, and
+// the run ends by itself once all have their outcome.
+func TestRunFailuresByReason(t *testing.T) {
+	target, _ := responder(t, testPSK, time.Hour)
+	start := time.Now()
+	s, err := Run(context.Background(), Options{
+		Target: target, Clients: 20, Rate: 1000, PSK: []byte("not the responder's key"),
+		IDFormat: "c%d.load", Sources: []netip.Prefix{netip.MustParsePrefix("127.78.0.1/32")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Established != 0 || s.Failed != 20 || len(s.Failures) == 0 {
+		t.Fatalf("summary %+v", s)
+	}
+	var n int64
+	for _, v := range s.Failures {
+		n += v
+	}
+	if n != 20 {
+		t.Fatalf("failures by reason %v add up to %d", s.Failures, n)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatal("run did not end when every client had failed")
+	}
+}
+
+// TestRunStopsOnContext: cancelling ends the run with clients pending.
+func TestRunStopsOnContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	// A target nobody answers: every client stays pending.
+	s, err := Run(ctx, Options{Target: netip.MustParseAddrPort("127.0.0.1:9"), Clients: 1000, Rate: 100,
+		PSK: []byte(testPSK), IDFormat: "c%d.load"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Initiated < 20 || s.Initiated > 50 || s.Pending != s.Initiated || s.Established != 0 {
+		t.Fatalf("initiated %d pending %d established %d after 0.3 s at 100/s", s.Initiated, s.Pending, s.Established)
+	}
+}
+
+func TestRunRejectsMissingSource(t *testing.T) {
+	_, err := Run(context.Background(), Options{Target: netip.MustParseAddrPort("127.0.0.1:500"), Clients: 1, Rate: 1,
+		PSK: []byte(testPSK), Sources: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	if err == nil {
+		t.Fatal("a prefix that is not local was accepted")
+	}
+}
