@@ -338,6 +338,42 @@ func parseUsersaInfo(body []byte) (saFlags, error) {
 	return saFlags{esn: body[216]&stateESN != 0, legacyWindow: body[215]}, nil
 }
 
+// parseSAKeys returns the keys of an XFRM_MSG_NEWSA body: the AEAD or
+// cipher key (with its salt, as installed) and the integrity key, if any.
+// The slices alias body.
+func parseSAKeys(body []byte) (encr, integ []byte, err error) {
+	if len(body) < sizeUsersaInfo {
+		return nil, nil, errShort
+	}
+	bad := false
+	key := func(data []byte, off int) []byte {
+		if len(data) < off {
+			bad = true
+			return nil
+		}
+		n := int(ne.Uint32(data[algNameLen:])+7) / 8
+		if n > len(data)-off {
+			bad = true
+			return nil
+		}
+		return data[off : off+n]
+	}
+	err = attrs(body[sizeUsersaInfo:], func(typ uint16, data []byte) {
+		switch typ {
+		case attrAlgAEAD:
+			encr = key(data, algNameLen+8)
+		case attrAlgCrypt:
+			encr = key(data, algNameLen+4)
+		case attrAlgAuthTrunc:
+			integ = key(data, algNameLen+8)
+		}
+	})
+	if err == nil && bad {
+		err = errShort
+	}
+	return encr, integ, err
+}
+
 // getAEMsg builds XFRM_MSG_GETAE, which reads an SA's replay state and
 // lifetime counters (Documentation/networking/xfrm_sync.rst).
 func getAEMsg(src, dst netip.Addr, spi uint32) []byte {

@@ -146,6 +146,45 @@ func TestAdvance(t *testing.T) {
 	}
 }
 
+// TestParseSAKeys reads the keys back from the NEWSA layout, which is also
+// the kernel's answer to GETSA: AddSAs compares them to adopt an SA that a
+// killed daemon left behind.
+func TestParseSAKeys(t *testing.T) {
+	key := func(n int, seed byte) []byte {
+		k := make([]byte, n)
+		for i := range k {
+			k[i] = seed + byte(i)
+		}
+		return k
+	}
+	gcm := dp.Algorithm{Encr: dp.EncrAESGCM16, EncrKeyBits: 256}
+	cbc := dp.Algorithm{Encr: dp.EncrAESCBC, EncrKeyBits: 128, Integ: dp.IntegHMACSHA2_256_128}
+	for _, c := range []struct {
+		alg          dp.Algorithm
+		encr, integ  []byte
+		wantIntegNil bool
+	}{
+		{alg: gcm, encr: key(36, 1), wantIntegNil: true},
+		{alg: cbc, encr: key(16, 2), integ: key(32, 3)},
+	} {
+		m, err := newSAMsg(&saParams{src: addrA, dst: addrB, spi: 9, alg: c.alg, encrKey: c.encr, integKey: c.integ, esn: true, window: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		encr, integ, err := parseSAKeys(m[sizeNlmsghdr:])
+		if err != nil || string(encr) != string(c.encr) || string(integ) != string(c.integ) || (integ == nil) != c.wantIntegNil {
+			t.Errorf("%v: keys %x/%x, %v; want %x/%x", c.alg, encr, integ, err, c.encr, c.integ)
+		}
+	}
+	body := append(make([]byte, sizeUsersaInfo), nlattr(attrAlgAEAD, append(make([]byte, 64), 0, 1, 0, 0, 128, 0, 0, 0, 1, 2))...)
+	if _, _, err := parseSAKeys(body); err == nil {
+		t.Error("a key length beyond the attribute accepted")
+	}
+	if _, _, err := parseSAKeys(body[:100]); err == nil {
+		t.Error("a truncated xfrm_usersa_info accepted")
+	}
+}
+
 func FuzzParseAEvent(f *testing.F) {
 	f.Add(aeventReply(f))
 	f.Add(append(make([]byte, 48), nlattr(10, make([]byte, 12))...))
@@ -171,6 +210,7 @@ func FuzzParseNetlink(f *testing.F) {
 				_, _ = parseExpire(body)
 			case msgNewSA:
 				_, _ = parseUsersaInfo(body)
+				_, _, _ = parseSAKeys(body)
 			}
 			return true
 		})

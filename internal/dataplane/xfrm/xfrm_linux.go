@@ -17,6 +17,7 @@
 package xfrm
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sync"
@@ -160,6 +161,13 @@ func saMsg(sa *dp.SA, update bool) ([]byte, error) {
 
 // AddSAs installs the inbound SA, then the outbound one, and removes the
 // inbound SA again if the outbound one fails.
+//
+// An SA the kernel already holds under the same ID and keys is kept, with
+// its lifetimes updated: kernel SAs outlive a daemon killed outright, and
+// the daemon restarted from its state file reinstalls exactly those SAs.
+// Their counters in the kernel are exact where the record's are stale, and
+// the tunnel keeps carrying traffic meanwhile. Any other SA under the ID
+// still fails with EEXIST.
 func (b *Backend) AddSAs(p dp.SAPair) error {
 	in, err := saMsg(&p.In, false)
 	if err != nil {
@@ -169,14 +177,37 @@ func (b *Backend) AddSAs(p dp.SAPair) error {
 	if err != nil {
 		return err
 	}
-	if err := b.c.request("adding SA "+p.In.ID.String(), in, 0, nil); err != nil {
+	added, err := b.add(&p.In, in)
+	if err != nil {
 		return err
 	}
-	if err := b.c.request("adding SA "+p.Out.ID.String(), out, 0, nil); err != nil {
-		_ = b.DeleteSA(p.In.ID)
+	if _, err := b.add(&p.Out, out); err != nil {
+		if added {
+			_ = b.DeleteSA(p.In.ID)
+		}
 		return err
 	}
 	return nil
+}
+
+// add sends one XFRM_MSG_NEWSA and adopts an identical SA already there;
+// added reports whether the SA is new.
+func (b *Backend) add(sa *dp.SA, msg []byte) (added bool, err error) {
+	err = b.c.request("adding SA "+sa.ID.String(), msg, 0, nil)
+	if !errors.Is(err, syscall.EEXIST) {
+		return err == nil, err
+	}
+	same := false
+	gerr := b.c.request("reading SA "+sa.ID.String(), getSAMsg(sa.ID.Dst, sa.ID.SPI), msgNewSA, func(body []byte) error {
+		encr, integ, err := parseSAKeys(body)
+		same = err == nil && subtle.ConstantTimeCompare(encr, sa.EncrKey) == 1 &&
+			subtle.ConstantTimeCompare(integ, sa.IntegKey) == 1
+		return nil
+	})
+	if gerr != nil || !same {
+		return false, err
+	}
+	return false, b.UpdateSA(*sa)
 }
 
 // UpdateSA sends XFRM_MSG_UPDSA. The kernel keeps the SA and its counters
