@@ -2,6 +2,7 @@ package interop
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -179,4 +180,35 @@ func TestStrongSwanVirtualIP(t *testing.T) {
 	}
 	leaves(2, d2)
 	holds(1, d1, e.clients[0])
+}
+
+// TestStrongSwanVirtualIPv6: the same over IPv4 outer addresses with an
+// IPv6 pool: the client asks for an IPv6 address (INTERNAL_IP6_ADDRESS),
+// gets the pool's first one, and reaches an IPv6 address behind hike from
+// it.
+func TestStrongSwanVirtualIPv6(t *testing.T) {
+	e := newEnv(t, 1)
+	c := e.clients[0]
+	must(t, e.gw.AddAddr("lo", netip.MustParsePrefix(gwInner6+"/128")))
+	conf := strings.NewReplacer("addrs: ["+vipAddr+"]", `addrs: ["fd00:96::/120"]`,
+		"local_ts: [10.97.0.0/16]", `local_ts: ["fd00:97::/64"]`).Replace(hikeVIPConf)
+	e.startHike(conf)
+	d := e.startSwan(1, strings.NewReplacer("vips = 0.0.0.0", "vips = ::",
+		"remote_ts = 10.97.0.0/16", "remote_ts = fd00:97::/64").Replace(swanVIPConf(c)))
+	if err := d.Initiate("net"); err != nil {
+		t.Fatal(err)
+	}
+	const want = "fd00:96::1" // a CIDR never hands out its network address
+	if v := swanVIPs(t, d); len(v) != 1 || v[0] != want {
+		t.Fatalf("strongSwan lists virtual IPs %v, want [%s]", v, want)
+	}
+	if hs := e.hikeSAs(); len(hs) != 1 || hs[0]["virtual_ip"] != want {
+		t.Fatalf("hike should list one SA with virtual IP %s: %v", want, hs)
+	}
+	sas, err := d.SAs()
+	if err != nil || len(sas) != 1 || len(sas[0].Children) != 1 ||
+		strings.Join(sas[0].Children[0].LocalTS, " ") != want+"/128" {
+		t.Fatalf("Child SA should cover exactly the virtual IP: %+v %v", sas, err)
+	}
+	pingFrom(t, c.ns, want, gwInner6, 3)
 }
