@@ -1,0 +1,222 @@
+// Package load runs `hike load` against `hike serve` in network
+// namespaces: the real binary on both ends, thousands of client addresses
+// on one loopback.
+//
+// Prerequisites: root and iproute2. Without them the test skips, except
+// under CI=true, where a missing prerequisite is a failure.
+package load
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/loadgen"
+	"github.com/hike-vpn/hike/internal/netlab"
+)
+
+var hikeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hike-load-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	hikeBin = filepath.Join(dir, "hike")
+	build := exec.Command("go", "build", "-o", hikeBin, "github.com/hike-vpn/hike/cmd/hike")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building hike:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireLab(t *testing.T) {
+	t.Helper()
+	if err := netlab.Check(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("prerequisite missing under CI: %v", err)
+		}
+		t.Skipf("prerequisite missing: %v", err)
+	}
+}
+
+const (
+	serverAddr = "10.99.0.1"
+	clientAddr = "10.99.0.2"
+	clientNet  = "10.201.0.0/16"
+	psk        = "hike load integration test pre-shared key"
+)
+
+// hikeConf is a responder for any *.load client; its own DPD is slow so
+// that the clients' probes are the only ones measured.
+const hikeConf = `listen:
+  addrs: [` + serverAddr + `]
+control_socket: $DIR/control.sock
+log:
+  level: warn
+secrets:
+  load:
+    psk: "` + psk + `"
+connections:
+  - name: load
+    local:
+      id: gw.load
+      auth: psk
+    remote:
+      addrs: any
+      id: "*.load"
+    psk: load
+    dpd:
+      delay: 600s
+    children:
+      - name: net
+        local_ts: [10.97.0.0/16]
+        remote_ts: dynamic
+`
+
+// bench is a server namespace running hike and a client namespace whose
+// loopback holds clientNet, joined by a veth pair.
+type bench struct {
+	lab      *netlab.Lab
+	srv, cli *netlab.NS
+	dir      string
+	hike     *netlab.Proc
+}
+
+func newBench(t *testing.T) *bench {
+	t.Helper()
+	requireLab(t)
+	lab, err := netlab.New(fmt.Sprintf("hl%d", os.Getpid()%1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{lab: lab, dir: t.TempDir()}
+	t.Cleanup(func() {
+		if t.Failed() && b.hike != nil {
+			t.Logf("hike output:\n%s", tail(b.hike.Out.String(), 60))
+		}
+		lab.Close()
+	})
+	if b.srv, err = lab.AddNS("s"); err != nil {
+		t.Fatal(err)
+	}
+	if b.cli, err = lab.AddNS("c"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, lab.Veth(b.srv, "eth0", netip.MustParsePrefix(serverAddr+"/24"), b.cli, "eth0", netip.MustParsePrefix(clientAddr+"/24")))
+	// On lo a prefix makes every address in it local: 65,534 client
+	// addresses from one command.
+	must(t, b.cli.AddAddr("lo", netip.MustParsePrefix(clientNet)))
+	if out, err := b.srv.Run("ip", "route", "add", clientNet, "via", clientAddr); err != nil {
+		t.Fatalf("route: %v: %s", err, out)
+	}
+	path := filepath.Join(b.dir, "hike.yaml")
+	must(t, os.WriteFile(path, []byte(strings.ReplaceAll(hikeConf, "$DIR", b.dir)), 0o600))
+	if b.hike, err = b.srv.Start("hike", filepath.Join(b.dir, "hike.log"), hikeBin, "serve", "-c", path); err != nil {
+		t.Fatal(err)
+	}
+	// Ready when the control socket answers.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := b.srv.Run(hikeBin, "sa", "list", "--json", "--socket", filepath.Join(b.dir, "control.sock")); err == nil {
+			break
+		}
+		if b.hike.Exited() || time.Now().After(deadline) {
+			t.Fatalf("hike did not start:\n%s", b.hike.Out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return b
+}
+
+// load runs `hike load` in the client namespace and decodes its summary.
+func (b *bench) load(t *testing.T, args ...string) loadgen.Summary {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", b.cli.Name, hikeBin, "load", "--json",
+		"--target", serverAddr, "--psk-env", "HIKE_LOAD_PSK", "--sources", clientNet}, args...)...)
+	cmd.Env = append(os.Environ(), "HIKE_LOAD_PSK="+psk)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hike load: %v\n%s", err, stderr.String())
+	}
+	var s loadgen.Summary
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+		t.Fatalf("hike load --json: %v: %s", err, stdout.String())
+	}
+	return s
+}
+
+func (b *bench) hikeSAs(t *testing.T) int {
+	t.Helper()
+	out, err := b.srv.Run(hikeBin, "sa", "list", "--json", "--socket", filepath.Join(b.dir, "control.sock"))
+	if err != nil {
+		t.Fatalf("hike sa list: %v: %s", err, out)
+	}
+	var sas []json.RawMessage
+	if err := json.Unmarshal(out, &sas); err != nil {
+		t.Fatalf("hike sa list --json: %v", err)
+	}
+	return len(sas)
+}
+
+// TestLoadAgainstHike: 500 clients from 500 addresses at 200/s, with Child
+// SAs and DPD every 2 s, against one hike responder: every client gets its
+// SA, hike holds all 500, DPD flows at the rate the delay implies, and
+// nothing fails or times out.
+func TestLoadAgainstHike(t *testing.T) {
+	b := newBench(t)
+	const clients = 500
+	s := b.load(t, "--clients", fmt.Sprint(clients), "--rate", "200/s", "--dpd", "2", "--child", "--duration", "9s",
+		"--watch-pid", fmt.Sprint(b.hike.Cmd.Process.Pid))
+	t.Logf("setup %.0f/s p50 %.2f ms p99 %.2f ms; DPD %.0f/s over %.1fs, rtt p50 %.2f ms p99 %.2f ms; cpu %+v",
+		s.SetupRate, s.SetupLatency.P50, s.SetupLatency.P99, s.DPD.PerSecond, s.DPD.Window, s.DPD.RTT.P50, s.DPD.RTT.P99, s.CPU)
+	if s.Established != clients || s.Failed != 0 || s.Pending != 0 || s.UpAtEnd != clients || len(s.Failures) != 0 {
+		t.Fatalf("established %d, failed %d %v, pending %d, up at end %d; want all %d up",
+			s.Established, s.Failed, s.Failures, s.Pending, s.UpAtEnd, clients)
+	}
+	if s.SourceAddrs != clients {
+		t.Fatalf("%d source addresses, want one per client", s.SourceAddrs)
+	}
+	if n := b.hikeSAs(t); n != clients {
+		t.Fatalf("hike lists %d IKE SAs, want %d", n, clients)
+	}
+	// The ramp takes 2.5 s, so the window after it is about 6.5 s, in
+	// which 500 SAs probing every 2 s make ~250 DPD exchanges a second.
+	if s.DPD.Timeouts != 0 || s.DPD.Failed != 0 || s.DPD.Completed < clients || s.DPD.PerSecond < 150 || s.DPD.PerSecond > 300 {
+		t.Fatalf("DPD %+v: want ~250/s without timeouts", s.DPD)
+	}
+	if s.SetupRate > 210 || s.SetupRate < 150 {
+		t.Fatalf("setup rate %v at a 200/s ramp", s.SetupRate)
+	}
+	if len(s.CPU) != 2 || s.CPU[1].Err != "" || s.CPU[1].Seconds <= 0 {
+		t.Fatalf("CPU of hike serve not measured: %+v", s.CPU)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
