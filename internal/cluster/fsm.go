@@ -1,0 +1,268 @@
+package cluster
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// saEntry is what the FSM holds for one IKE SA: who serves it, the address
+// it lives on, and the sealed record. The FSM never decrypts.
+type saEntry struct {
+	owner string
+	local netip.Addr
+	blob  []byte
+}
+
+// fsm is the replicated state: SA records and VIP ownership. Apply is
+// deterministic and never fails on a well-formed command; a command it
+// cannot parse is skipped on every node alike.
+type fsm struct {
+	mu   sync.RWMutex
+	sas  map[SAKey]*saEntry
+	vips map[netip.Addr]string
+	// notify is called with each ownership change, outside mu.
+	notify func(Event)
+}
+
+func newFSM(notify func(Event)) *fsm {
+	return &fsm{sas: map[SAKey]*saEntry{}, vips: map[netip.Addr]string{}, notify: notify}
+}
+
+// errOwnerChanged is the answer to a VIP compare-and-set that lost a race:
+// the VIP no longer has the owner the decision was based on.
+var errOwnerChanged = errors.New("cluster: VIP owner changed meanwhile")
+
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	c, err := decodeCommand(l.Data)
+	if err != nil {
+		return err
+	}
+	switch c.kind {
+	case cmdSAs:
+		f.mu.Lock()
+		for i := range c.ops {
+			op := &c.ops[i]
+			if op.del {
+				delete(f.sas, op.key)
+				continue
+			}
+			f.sas[op.key] = &saEntry{owner: c.owner, local: op.local, blob: op.blob}
+		}
+		f.mu.Unlock()
+		return nil
+	case cmdVIP:
+		f.mu.Lock()
+		if f.vips[c.vip] != c.from {
+			f.mu.Unlock()
+			return errOwnerChanged
+		}
+		f.setVIP(c.vip, c.from, c.to)
+		f.mu.Unlock()
+		if c.from != c.to && f.notify != nil {
+			f.notify(Event{Kind: EventVIP, VIP: c.vip, From: c.from, To: c.to})
+		}
+	}
+	return nil
+}
+
+// setVIP moves the VIP and the SAs that arrived on it; mu is held. SAs of
+// the old owner on other addresses stay where they are.
+func (f *fsm) setVIP(vip netip.Addr, from, to string) {
+	if to == "" {
+		delete(f.vips, vip)
+	} else {
+		f.vips[vip] = to
+	}
+	if from == "" || to == "" {
+		return
+	}
+	for _, e := range f.sas {
+		if e.owner == from && e.local == vip {
+			e.owner = to
+		}
+	}
+}
+
+// A snapshot writes the sealed records as they are.
+//
+// Layout: magic | uvarint #vips | (addr, owner)* | uvarint #sas |
+// (spi_i, spi_r, owner, addr, uvarint len, blob)*.
+const snapMagic = "hike-cluster-fsm-v1\n"
+
+type fsmSnapshot struct {
+	vips map[netip.Addr]string
+	sas  map[SAKey]saEntry
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s := &fsmSnapshot{vips: make(map[netip.Addr]string, len(f.vips)), sas: make(map[SAKey]saEntry, len(f.sas))}
+	for k, v := range f.vips {
+		s.vips[k] = v
+	}
+	// Entries are copied because a VIP move changes owner in place; blobs
+	// are never modified, so they are shared.
+	for k, e := range f.sas {
+		s.sas[k] = *e
+	}
+	return s, nil
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	w := bufio.NewWriterSize(sink, 64<<10)
+	b := make([]byte, 0, 4096)
+	b = append(b, snapMagic...)
+	b = binary.AppendUvarint(b, uint64(len(s.vips)))
+	for a, o := range s.vips {
+		b = appendString(appendAddr(b, a), o)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.sas)))
+	for k, e := range s.sas {
+		b = binary.BigEndian.AppendUint64(b, k.SPIi)
+		b = binary.BigEndian.AppendUint64(b, k.SPIr)
+		b = appendString(b, e.owner)
+		b = appendAddr(b, e.local)
+		b = binary.AppendUvarint(b, uint64(len(e.blob)))
+		b = append(b, e.blob...)
+		if len(b) > 32<<10 {
+			if _, err := w.Write(b); err != nil {
+				sink.Cancel()
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	if _, err := w.Write(b); err != nil {
+		sink.Cancel()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// snapReader reads the snapshot layout from a stream.
+type snapReader struct {
+	r   *bufio.Reader
+	err error
+}
+
+func (s *snapReader) full(n int) []byte {
+	if s.err != nil {
+		return nil
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(s.r, b); err != nil {
+		s.err = err
+		return nil
+	}
+	return b
+}
+
+func (s *snapReader) byte() byte {
+	if s.err != nil {
+		return 0
+	}
+	v, err := s.r.ReadByte()
+	s.err = err
+	return v
+}
+
+func (s *snapReader) uvarint() uint64 {
+	if s.err != nil {
+		return 0
+	}
+	v, err := binary.ReadUvarint(s.r)
+	s.err = err
+	return v
+}
+
+func (s *snapReader) addr() netip.Addr {
+	n := s.byte()
+	if n == 0 {
+		return netip.Addr{}
+	}
+	if n != 4 && n != 16 {
+		s.err = errors.New("bad address")
+		return netip.Addr{}
+	}
+	a, _ := netip.AddrFromSlice(s.full(int(n)))
+	return a.Unmap()
+}
+
+func (s *snapReader) string() string { return string(s.full(int(s.byte()))) }
+
+// maxBlob bounds one sealed record read from a snapshot, so a corrupt
+// length cannot allocate without limit.
+const maxBlob = 1 << 20
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s := &snapReader{r: bufio.NewReaderSize(rc, 64<<10)}
+	if string(s.full(len(snapMagic))) != snapMagic {
+		if s.err != nil {
+			return fmt.Errorf("cluster: snapshot: %w", s.err)
+		}
+		return errors.New("cluster: snapshot: not a hike cluster snapshot")
+	}
+	vips := map[netip.Addr]string{}
+	for n := s.uvarint(); n > 0 && s.err == nil; n-- {
+		a := s.addr()
+		vips[a] = s.string()
+	}
+	sas := map[SAKey]*saEntry{}
+	for n := s.uvarint(); n > 0 && s.err == nil; n-- {
+		k := SAKey{binary.BigEndian.Uint64(pad8(s.full(8))), binary.BigEndian.Uint64(pad8(s.full(8)))}
+		e := &saEntry{owner: s.string(), local: s.addr()}
+		l := s.uvarint()
+		if l > maxBlob {
+			return errors.New("cluster: snapshot: record too large")
+		}
+		e.blob = s.full(int(l))
+		sas[k] = e
+	}
+	if s.err != nil {
+		return fmt.Errorf("cluster: snapshot: %w", s.err)
+	}
+	f.mu.Lock()
+	old := f.vips
+	f.vips, f.sas = vips, sas
+	f.mu.Unlock()
+	// Report each VIP whose owner the snapshot changed, as if the commands
+	// had been applied one by one.
+	if f.notify != nil {
+		for a, o := range vips {
+			if old[a] != o {
+				f.notify(Event{Kind: EventVIP, VIP: a, From: old[a], To: o})
+			}
+		}
+		for a, o := range old {
+			if _, ok := vips[a]; !ok {
+				f.notify(Event{Kind: EventVIP, VIP: a, From: o})
+			}
+		}
+	}
+	return nil
+}
+
+func pad8(b []byte) []byte {
+	if len(b) != 8 {
+		return make([]byte, 8)
+	}
+	return b
+}

@@ -1,0 +1,294 @@
+package cluster
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// monitor watches raft and, on the leader, the other nodes. It runs every
+// tick on every node:
+//   - it reports leader, membership and serving changes as events;
+//   - a node stops serving when it is cut off: a follower that has not
+//     heard from a leader for FailAfter/2, a candidate, or a leader whose
+//     lease ran out (raft steps it down after LeaderLeaseTimeout);
+//   - the leader assigns configured VIPs that have no owner yet and moves
+//     the VIPs of a node unreachable for FailAfter to a surviving node.
+//
+// The minority side stops before the majority side moves anything, so no
+// VIP is served twice as long as clocks run at similar rates.
+func (n *Node) monitor() {
+	defer n.wg.Done()
+	tick := min(n.opts.FailAfter/10, n.opts.Cluster.HeartbeatTimeout/2)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var (
+		leader, prevLeader string
+		leaderContact      time.Time // when we last heard from prevLeader as a follower
+		leaderSince        time.Time
+		serving            bool
+		members            []Member
+		confIndex          uint64
+		claimed            bool
+	)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		state := n.raft.State()
+		_, lid := n.raft.LeaderWithID()
+		if state == raft.Follower && lid != "" {
+			prevLeader, leaderContact = string(lid), n.raft.LastContact()
+		}
+
+		if string(lid) != leader {
+			leader = string(lid)
+			n.view.Lock()
+			n.view.leader = leader
+			n.view.Unlock()
+			n.publish(Event{Kind: EventLeader, Leader: leader})
+		}
+
+		if cf := n.raft.GetConfiguration(); cf.Error() == nil && (cf.Index() != confIndex || members == nil || leaderChanged(members, leader)) {
+			confIndex = cf.Index()
+			ms := make([]Member, 0, len(cf.Configuration().Servers))
+			for _, s := range cf.Configuration().Servers {
+				if s.Suffrage != raft.Voter {
+					continue
+				}
+				ms = append(ms, Member{ID: string(s.ID), Address: string(s.Address), Witness: n.witness[string(s.ID)], Leader: string(s.ID) == leader})
+			}
+			changed := !slices.EqualFunc(ms, members, func(a, b Member) bool { return a.ID == b.ID && a.Address == b.Address })
+			members = ms
+			n.view.Lock()
+			n.view.members = ms
+			n.view.Unlock()
+			if changed {
+				n.publish(Event{Kind: EventMembers, Members: slices.Clone(ms)})
+			}
+		}
+
+		s := false
+		switch state {
+		case raft.Leader:
+			s = true
+		case raft.Follower:
+			s = lid != "" && now.Sub(n.raft.LastContact()) < n.opts.FailAfter/2
+		}
+		if s != serving {
+			serving = s
+			n.view.Lock()
+			n.view.serving = s
+			n.view.Unlock()
+			n.publish(Event{Kind: EventServing, Serving: s})
+		}
+
+		if state != raft.Leader {
+			leaderSince, claimed = time.Time{}, false
+			continue
+		}
+		if leaderSince.IsZero() {
+			leaderSince = now
+		}
+		if !claimed {
+			claimed = n.claimVIPs()
+		}
+		n.takeOver(members, now, leaderSince, prevLeader, leaderContact)
+	}
+}
+
+func leaderChanged(ms []Member, leader string) bool {
+	for _, m := range ms {
+		if m.Leader != (m.ID == leader) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimVIPs gives each configured VIP without an owner to the node that
+// configures it. It reports whether all were in place.
+func (n *Node) claimVIPs() bool {
+	cur := n.VIPs()
+	ok := true
+	for _, p := range n.opts.Cluster.Peers {
+		if p.Witness {
+			continue
+		}
+		for _, v := range p.VIPs {
+			a := v.Addr().Unmap()
+			if _, has := cur[a]; has {
+				continue
+			}
+			if err := n.setVIPNow(a, "", p.ID); err != nil && err != errOwnerChanged {
+				ok = false
+			}
+		}
+	}
+	return ok
+}
+
+// takeOver moves the VIPs of nodes that have been unreachable for
+// FailAfter. Contact with a follower is the last byte it sent on a
+// connection this leader dialed (heartbeat and append answers); a node not
+// heard from since this leader took over counts from then, except the
+// previous leader, which counts from when this node last heard from it.
+func (n *Node) takeOver(members []Member, now, leaderSince time.Time, prevLeader string, prevContact time.Time) {
+	self := n.opts.Cluster.NodeID
+	alive := map[string]bool{}
+	var down []string
+	for _, m := range members {
+		if m.ID == self {
+			alive[m.ID] = true
+			continue
+		}
+		contact := n.stream.lastSeen(m.ID)
+		if base := leaderSince; m.ID == prevLeader && !prevContact.IsZero() {
+			base = prevContact
+			if contact.Before(base) {
+				contact = base
+			}
+		} else if contact.Before(base) {
+			contact = base
+		}
+		if now.Sub(contact) < n.opts.FailAfter {
+			alive[m.ID] = true
+		} else {
+			down = append(down, m.ID)
+		}
+	}
+	if len(down) == 0 {
+		return
+	}
+	vips := n.VIPs()
+	load := map[string]int{}
+	for id := range alive {
+		if !n.witness[id] {
+			load[id] = 0
+		}
+	}
+	if len(load) == 0 {
+		return
+	}
+	for _, o := range vips {
+		if _, ok := load[o]; ok {
+			load[o]++
+		}
+	}
+	type move struct {
+		vip  netip.Addr
+		from string
+	}
+	var moves []move
+	for v, o := range vips {
+		if slices.Contains(down, o) {
+			moves = append(moves, move{v, o})
+		}
+	}
+	// Deterministic: VIPs in address order, each to the least-loaded
+	// survivor, ties by node ID.
+	slices.SortFunc(moves, func(a, b move) int { return a.vip.Compare(b.vip) })
+	for _, m := range moves {
+		to := ""
+		for id, l := range load {
+			if to == "" || l < load[to] || (l == load[to] && id < to) {
+				to = id
+			}
+		}
+		n.log.Info("cluster: taking over VIP", "vip", m.vip, "from", m.from, "to", to)
+		if err := n.setVIPNow(m.vip, m.from, to); err != nil {
+			n.log.Warn("cluster: VIP takeover", "vip", m.vip, "err", err)
+			continue
+		}
+		load[to]++
+	}
+}
+
+// setVIPNow applies a VIP move from the leader's monitor, bounded so a
+// stuck commit cannot stall monitoring for long.
+func (n *Node) setVIPNow(vip netip.Addr, from, to string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.FailAfter)
+	defer cancel()
+	return n.SetVIPOwner(ctx, vip, from, to)
+}
+
+// Subscribe returns a channel of events and a function that ends the
+// subscription. Events are queued per subscriber without bound (they are
+// rare), so a slow reader delays nothing and loses nothing; the channel
+// is closed by cancel or Close.
+func (n *Node) Subscribe() (<-chan Event, func()) {
+	s := &subscriber{ch: make(chan Event), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		close(s.ch)
+		return s.ch, func() {}
+	}
+	n.subs[s] = struct{}{}
+	n.mu.Unlock()
+	go s.run()
+	return s.ch, func() {
+		n.mu.Lock()
+		delete(n.subs, s)
+		n.mu.Unlock()
+		s.close()
+	}
+}
+
+func (n *Node) publish(e Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for s := range n.subs {
+		s.push(e)
+	}
+}
+
+type subscriber struct {
+	mu    sync.Mutex
+	queue []Event
+	ch    chan Event
+	wake  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (s *subscriber) push(e Event) {
+	s.mu.Lock()
+	s.queue = append(s.queue, e)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *subscriber) close() { s.once.Do(func() { close(s.done) }) }
+
+func (s *subscriber) run() {
+	defer close(s.ch)
+	for {
+		s.mu.Lock()
+		q := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		for _, e := range q {
+			select {
+			case s.ch <- e:
+			case <-s.done:
+				return
+			}
+		}
+		select {
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+	}
+}

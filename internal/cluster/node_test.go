@@ -1,0 +1,331 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hike-vpn/hike/internal/ike"
+)
+
+var vip1 = netip.MustParseAddr("192.0.2.11")
+
+// TestReplication: three nodes elect a leader and agree on every VIP's
+// configured owner; records applied on a follower (forwarded) and on the
+// leader reach every node, decrypt to what was applied, and deletes too.
+func TestReplication(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	li := tc.leader()
+	fi := (li + 1) % 3
+	follower, leader := tc.nodes[fi], tc.nodes[li]
+	if !slices.ContainsFunc(follower.Members(), func(m Member) bool { return m.Leader && m.ID == tc.peers[li].ID }) {
+		waitFor(t, 5*time.Second, "members with leader", func() bool {
+			return slices.ContainsFunc(follower.Members(), func(m Member) bool { return m.Leader && m.ID == tc.peers[li].ID })
+		})
+	}
+	if got := len(follower.Members()); got != 3 {
+		t.Fatalf("members: %d", got)
+	}
+
+	for _, nd := range tc.nodes {
+		waitFor(t, 5*time.Second, "configured VIP owners", func() bool {
+			v := nd.VIPs()
+			for _, p := range tc.peers {
+				if v[p.VIPs[0].Addr()] != p.ID {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	ctx := context.Background()
+	fLocal := tc.peers[fi].VIPs[0].Addr()
+	var recs []ike.Record
+	for i := range 50 {
+		recs = append(recs, testRecord(uint64(1000+i), fLocal))
+	}
+	// Two concurrent callers exercise the batcher.
+	errc := make(chan error, 2)
+	go func() { errc <- follower.ApplyRecords(ctx, recs[:25]) }()
+	go func() { errc <- follower.ApplyRecords(ctx, recs[25:]) }()
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	lrec := testRecord(7, tc.peers[li].VIPs[0].Addr())
+	if err := leader.ApplyRecords(ctx, []ike.Record{lrec}); err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range tc.nodes {
+		waitFor(t, 5*time.Second, "records on "+nd.opts.Cluster.NodeID, func() bool {
+			got, err := nd.Records(tc.peers[fi].ID)
+			return err == nil && len(got) == len(recs)
+		})
+		got, _ := nd.Records(tc.peers[fi].ID)
+		slices.SortFunc(got, func(a, b ike.Record) int { return int(a.SPIi) - int(b.SPIi) })
+		for i := range recs {
+			if !recordsEqual(got[i], recs[i]) {
+				t.Fatalf("%s: record %d differs", nd.opts.Cluster.NodeID, i)
+			}
+		}
+		waitFor(t, 5*time.Second, "leader's record", func() bool {
+			got, err := nd.Records(tc.peers[li].ID)
+			return err == nil && len(got) == 1 && recordsEqual(got[0], lrec)
+		})
+	}
+
+	if err := follower.DeleteSAs(ctx, []SAKey{{recs[0].SPIi, recs[0].SPIr}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range tc.nodes {
+		waitFor(t, 5*time.Second, "delete", func() bool {
+			got, _ := nd.Records(tc.peers[fi].ID)
+			return len(got) == len(recs)-1
+		})
+	}
+}
+
+// TestForwardOwnerCheck: a follower cannot write SAs in another node's
+// name; the leader checks the owner against the client certificate.
+func TestForwardOwnerCheck(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	li := tc.leader()
+	f := tc.nodes[(li+1)%3]
+	other := tc.peers[(li+2)%3].ID
+	ops, err := f.seal.seal([]ike.Record{testRecord(1, vip1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := appendOp(appendSAHeader(nil, other), &ops[0])
+	err = f.apply(context.Background(), cmd)
+	if !errors.Is(err, errRefused) {
+		t.Fatalf("forged owner: %v", err)
+	}
+	if got, _ := tc.nodes[li].Records(other); len(got) != 0 {
+		t.Fatalf("forged records applied: %d", len(got))
+	}
+}
+
+// TestEncryptedAtRest: after records with a known key pattern went through
+// the log and a snapshot, no file in any data directory holds the pattern,
+// while the records' cleartext metadata (SPIs) is there, so the search does
+// look at the data.
+func TestEncryptedAtRest(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	li := tc.leader()
+	var recs []ike.Record
+	for i := range 20 {
+		recs = append(recs, testRecord(0x5151_0000_0000_0000+uint64(i), vip1))
+	}
+	if err := tc.nodes[li].ApplyRecords(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range tc.nodes {
+		waitFor(t, 5*time.Second, "replicated", func() bool {
+			got, _ := nd.Records(tc.peers[li].ID)
+			return len(got) == len(recs)
+		})
+		if err := nd.raft.Snapshot().Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The decrypted records do carry the marker.
+	got, _ := tc.nodes[0].Records(tc.peers[li].ID)
+	if !bytes.Contains(got[0].Keys.D, marker) {
+		t.Fatal("test records lack the marker")
+	}
+	spi := []byte{0x51, 0x51, 0, 0, 0, 0, 0, 0}
+	for _, o := range tc.opts {
+		var sawSPI, sawSnap bool
+		filepath.WalkDir(o.Cluster.DataDir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(b, marker) {
+				t.Errorf("%s holds key material in the clear", p)
+			}
+			sawSPI = sawSPI || bytes.Contains(b, spi)
+			sawSnap = sawSnap || filepath.Base(p) == "state.bin"
+			return nil
+		})
+		if !sawSPI || !sawSnap {
+			t.Errorf("%s: log or snapshot not found (SPIs %v, snapshot %v)", o.Cluster.DataDir, sawSPI, sawSnap)
+		}
+	}
+}
+
+// TestSnapshotCatchUp: a node that was down while the leader compacted its
+// log comes back and is brought up to date by a snapshot.
+func TestSnapshotCatchUp(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	for i := range tc.opts {
+		tc.opts[i].tune = func(c *raft.Config) {
+			c.SnapshotThreshold = 16
+			c.TrailingLogs = 4
+			c.SnapshotInterval = 200 * time.Millisecond
+		}
+		// raft-wal drops compacted entries only with whole segments.
+		tc.opts[i].segmentSize = 16 << 10
+	}
+	tc.startAll()
+	li := tc.leader()
+	down := (li + 1) % 3
+	tc.nodes[down].Close()
+	ctx := context.Background()
+	var want []ike.Record
+	for i := range 60 {
+		r := testRecord(uint64(5000+i), vip1)
+		want = append(want, r)
+		if err := tc.nodes[li].ApplyRecords(ctx, []ike.Record{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := tc.nodes[li]
+	waitFor(t, 5*time.Second, "leader snapshot", func() bool {
+		return leader.raft.Stats()["last_snapshot_index"] != "0"
+	})
+	nd := tc.start(down)
+	waitFor(t, 8*time.Second, "caught up", func() bool {
+		got, err := nd.Records(tc.peers[li].ID)
+		return err == nil && len(got) == len(want)
+	})
+	if nd.raft.Stats()["last_snapshot_index"] == "0" {
+		t.Fatal("caught up without a snapshot")
+	}
+	got, _ := nd.Records(tc.peers[li].ID)
+	slices.SortFunc(got, func(a, b ike.Record) int { return int(a.SPIi) - int(b.SPIi) })
+	for i := range want {
+		if !recordsEqual(got[i], want[i]) {
+			t.Fatalf("record %d differs after catch-up", i)
+		}
+	}
+	if v := nd.VIPs(); len(v) != 3 {
+		t.Fatalf("VIPs after catch-up: %v", v)
+	}
+}
+
+// TestTakeover: the leader is closed; a new leader is elected and gives
+// the dead node's VIP, and the SAs on it, to a survivor.
+func TestTakeover(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	li := tc.leader()
+	victim := tc.nodes[li]
+	vid := tc.peers[li].ID
+	vvip := tc.peers[li].VIPs[0].Addr()
+	waitFor(t, 5*time.Second, "VIPs claimed", func() bool { return len(victim.VIPs()) == 3 })
+	rec := testRecord(42, vvip)
+	other := testRecord(43, netip.MustParseAddr("203.0.113.1")) // not on a VIP: stays
+	if err := victim.ApplyRecords(context.Background(), []ike.Record{rec, other}); err != nil {
+		t.Fatal(err)
+	}
+	var events []<-chan Event
+	var survivors []*Node
+	for i, nd := range tc.nodes {
+		if i == li {
+			continue
+		}
+		waitFor(t, 5*time.Second, "records", func() bool { got, _ := nd.Records(vid); return len(got) == 2 })
+		ch, cancel := nd.Subscribe()
+		t.Cleanup(cancel)
+		events = append(events, ch)
+		survivors = append(survivors, nd)
+	}
+
+	killed := time.Now()
+	victim.Close()
+	var to string
+	for i, ch := range events {
+		timeout := time.After(8 * time.Second)
+		for to == "" || i > 0 {
+			select {
+			case e := <-ch:
+				if e.Kind == EventVIP && e.VIP == vvip && e.From == vid {
+					if to != "" && e.To != to {
+						t.Fatalf("nodes disagree: %s vs %s", to, e.To)
+					}
+					to = e.To
+					t.Logf("%s learned takeover of %s by %s after %v", survivors[i].opts.Cluster.NodeID, vvip, to, time.Since(killed))
+					goto next
+				}
+			case <-timeout:
+				t.Fatalf("no takeover event on %s", survivors[i].opts.Cluster.NodeID)
+			}
+		}
+	next:
+	}
+	if to == vid || to == "" {
+		t.Fatalf("VIP given to %q", to)
+	}
+	for _, nd := range survivors {
+		got, err := nd.Records(to)
+		if err != nil || !slices.ContainsFunc(got, func(r ike.Record) bool { return recordsEqual(r, rec) }) {
+			t.Fatalf("SA on the VIP did not move to %s: %v", to, err)
+		}
+		left, _ := nd.Records(vid)
+		if len(left) != 1 || left[0].SPIi != other.SPIi {
+			t.Fatalf("SA off the VIP: %d left with the dead node", len(left))
+		}
+	}
+}
+
+// TestQuorumLoss: the leader loses both followers and must stop serving,
+// and it must not move their VIPs (it cannot commit).
+func TestQuorumLoss(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	li := tc.leader()
+	lonely := tc.nodes[li]
+	waitFor(t, 5*time.Second, "VIPs claimed", func() bool { return len(lonely.VIPs()) == 3 })
+	waitFor(t, 5*time.Second, "serving", lonely.Serving)
+	ch, cancel := lonely.Subscribe()
+	defer cancel()
+	before := lonely.VIPs()
+	cut := time.Now()
+	for i, nd := range tc.nodes {
+		if i != li {
+			nd.Close()
+		}
+	}
+	timeout := time.After(8 * time.Second)
+	for {
+		select {
+		case e := <-ch:
+			if e.Kind != EventServing {
+				continue
+			}
+			if e.Serving {
+				t.Fatal("serving again without a majority")
+			}
+			t.Logf("stopped serving %v after losing the majority", time.Since(cut))
+			if lonely.Serving() {
+				t.Fatal("Serving() disagrees with the event")
+			}
+			if got := lonely.VIPs(); !maps.Equal(got, before) {
+				t.Fatalf("VIPs changed without a majority: %v", got)
+			}
+			return
+		case <-timeout:
+			t.Fatal("still serving without a majority")
+		}
+	}
+}
