@@ -62,8 +62,9 @@ done < /etc/modules.load
 echo "hike-qemu: modules loaded, up $(uptime_s)s"
 
 # Test binaries see the harness through these variables: iproute2 lives
-# in /usr/local/sbin because busybox's own ip applet wins over $PATH.
-export HIKE_QEMU=1 HIKE_EXPECT_ESP=1 HIKE_IP=/usr/local/sbin/ip
+# in /usr/local/sbin because busybox's own ip applet wins over $PATH;
+# /bin/hike is the daemon, for tests that run it.
+export HIKE_QEMU=1 HIKE_EXPECT_ESP=1 HIKE_IP=/usr/local/sbin/ip HIKE_BIN=/bin/hike
 ARGS=$(cat /etc/test.args 2>/dev/null)
 for t in /tests/*.test; do
     [ -x "$t" ] || continue

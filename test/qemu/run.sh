@@ -175,6 +175,9 @@ for pkg in $PKGS; do
     [ -x "$TR/tests/$name.test" ] || die "$pkg has no tests"
     (cd "$REPO" && go list "$pkg") > "$TR/tests/$name.test.pkg"
 done
+# hike itself, for the tests that run two daemons (HIKE_BIN in the guest)
+mkdir -p "$TR/bin"
+(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$TR/bin/hike" ./cmd/hike) || die "building hike"
 printf '%s\n' "$*" > "$TR/etc/test.args"
 (cd "$TR" && find . -print0 | cpio --null -o -H newc --quiet) > "$W/tests.cpio"
 cat "$BASE" "$W/tests.cpio" > "$W/initramfs.cpio"
