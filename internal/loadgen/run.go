@@ -109,12 +109,26 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	progressDone := make(chan struct{})
 	go r.progress(progressDone)
 
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		select {
+		case <-r.settled:
+			cpu.settle()
+		case <-r.stopped:
+		}
+	}()
 	end := r.loop(ctx)
 	close(r.stopped)
 	<-progressDone
+	<-sampled
 	elapsed := end.Sub(r.start)
 	s := r.summary(elapsed)
-	s.CPU = cpu.finish(elapsed)
+	settledAt := elapsed
+	if cpu.settled != nil {
+		settledAt = time.Duration(r.settledAt.Load())
+	}
+	s.CPU = cpu.finish(elapsed, settledAt)
 	r.sock.Close()
 	<-served
 	r.eng.Close()

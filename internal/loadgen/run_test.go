@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -104,6 +105,9 @@ func TestRunLoopback(t *testing.T) {
 	}
 	if len(s.CPU) != 2 || s.CPU[0].Seconds <= 0 || s.CPU[1].Err == "" {
 		t.Fatalf("CPU %+v: want this process measured and the missing one reported", s.CPU)
+	}
+	if c := s.CPU[0]; c.SetupSeconds <= 0 || c.SteadySeconds <= 0 || math.Abs(c.SetupSeconds+c.SteadySeconds-c.Seconds) > 0.011 {
+		t.Fatalf("CPU %+v: setup and steady parts must be measured and add up", c)
 	}
 }
 

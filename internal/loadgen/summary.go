@@ -74,7 +74,12 @@ type CPUUsage struct {
 	Seconds float64 `json:"cpu_s"`
 	// Percent is of one core: 200 is both cores of a 2-core machine.
 	Percent float64 `json:"percent"`
-	Err     string  `json:"error,omitempty"`
+	// SetupSeconds is the part until every client had its setup outcome,
+	// SteadySeconds the rest (DPD only), SteadyPercent its share of a core.
+	SetupSeconds  float64 `json:"setup_cpu_s,omitempty"`
+	SteadySeconds float64 `json:"steady_cpu_s,omitempty"`
+	SteadyPercent float64 `json:"steady_percent,omitempty"`
+	Err           string  `json:"error,omitempty"`
 }
 
 func latencyOf(h *Histogram) Latency {
@@ -149,7 +154,8 @@ func (s *Summary) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "cpu:     pid %d: %s\n", c.PID, c.Err)
 			continue
 		}
-		fmt.Fprintf(&b, "cpu:     %s (pid %d) %.2fs, %.1f%% of a core\n", c.Name, c.PID, c.Seconds, c.Percent)
+		fmt.Fprintf(&b, "cpu:     %s (pid %d) %.2fs, %.1f%% of a core; %.2fs until setups ended, %.2fs after (%.1f%%)\n",
+			c.Name, c.PID, c.Seconds, c.Percent, c.SetupSeconds, c.SteadySeconds, c.SteadyPercent)
 	}
 	_, err := w.Write(b.Bytes())
 	return err
@@ -197,11 +203,14 @@ func (r *run) line(lastUp int64, lastDPD uint64, last, now time.Time) string {
 	return l + "   " // wipes the tail of a longer previous line
 }
 
-// cpuWatch samples processes' CPU time from /proc at the start and end.
+// cpuWatch samples processes' CPU time from /proc at the start, when
+// every client has its setup outcome, and at the end, so that the cost of
+// setups and of steady-state DPD can be told apart.
 type cpuWatch struct {
-	pids  []int
-	start []float64
-	errs  []error
+	pids    []int
+	start   []float64
+	settled []float64 // nil until sampled
+	errs    []error
 }
 
 func startCPU(pids []int) *cpuWatch {
@@ -214,7 +223,20 @@ func startCPU(pids []int) *cpuWatch {
 	return w
 }
 
-func (w *cpuWatch) finish(elapsed time.Duration) []CPUUsage {
+// settle samples the processes once setups are over; it runs before
+// finish, on the goroutine that calls finish.
+func (w *cpuWatch) settle() {
+	w.settled = make([]float64, len(w.pids))
+	for i, p := range w.pids {
+		v, err := procCPU(p)
+		if err != nil && w.errs[i] == nil {
+			w.errs[i] = err
+		}
+		w.settled[i] = v
+	}
+}
+
+func (w *cpuWatch) finish(elapsed, settledAt time.Duration) []CPUUsage {
 	out := make([]CPUUsage, 0, len(w.pids))
 	for i, p := range w.pids {
 		u := CPUUsage{PID: p, Name: procName(p)}
@@ -224,10 +246,18 @@ func (w *cpuWatch) finish(elapsed time.Duration) []CPUUsage {
 		}
 		if err != nil {
 			u.Err = err.Error()
-		} else {
-			u.Seconds = round3(end - w.start[i])
-			if elapsed > 0 {
-				u.Percent = round3(100 * u.Seconds / elapsed.Seconds())
+			out = append(out, u)
+			continue
+		}
+		u.Seconds = round3(end - w.start[i])
+		if elapsed > 0 {
+			u.Percent = round3(100 * u.Seconds / elapsed.Seconds())
+		}
+		if w.settled != nil {
+			u.SetupSeconds = round3(w.settled[i] - w.start[i])
+			u.SteadySeconds = round3(end - w.settled[i])
+			if d := elapsed - settledAt; d > 0 {
+				u.SteadyPercent = round3(100 * u.SteadySeconds / d.Seconds())
 			}
 		}
 		out = append(out, u)
