@@ -33,7 +33,7 @@ ensure_packages() {
 		/usr/lib/ipsec/plugins/libstrongswan-openssl.so:libstrongswan-standard-plugins \
 		/usr/lib/ipsec/plugins/libstrongswan-curve25519.so:libstrongswan-extra-plugins \
 		python3:python3 \
-		ip:iproute2 nft:nftables ping:iputils-ping tcpdump:tcpdump \
+		ip:iproute2 nft:nftables ping:iputils-ping tcpdump:tcpdump conntrack:conntrack \
 		qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio \
 		depmod:kmod xz:xz-utils zstd:zstd
 }

@@ -2,10 +2,14 @@ package interop
 
 import (
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/netlab"
 )
 
 // Addresses of the NAT test: the client sits on a private LAN behind a
@@ -21,8 +25,8 @@ const (
 
 // addNATClient puts a client behind a masquerading router attached to the
 // gateway's bridge and returns it as client 1 of e (e must have no other
-// clients).
-func (e *env) addNATClient() *client {
+// clients), with the router's namespace.
+func (e *env) addNATClient() (*client, *netlab.NS) {
 	e.t.Helper()
 	t := e.t
 	router, err := e.lab.AddNS("nat")
@@ -53,7 +57,7 @@ func (e *env) addNATClient() *client {
 	c := &client{ns: cns, outer: netip.MustParseAddr(natClient), inner: netip.MustParseAddr("10.98.0.1")}
 	must(t, cns.AddAddr("lo", netip.PrefixFrom(c.inner, 32)))
 	e.clients = append(e.clients, c)
-	return c
+	return c, router
 }
 
 // TestStrongSwanNAT: a strongSwan client behind a real masquerading NAT
@@ -69,7 +73,7 @@ func (e *env) addNATClient() *client {
 // address and port.
 func TestStrongSwanNAT(t *testing.T) {
 	e := newEnv(t, 0)
-	c := e.addNATClient()
+	c, _ := e.addNATClient()
 	e.startHike(hikePSKConf)
 	d := e.startSwan(1, swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", ""))
 	if err := d.Initiate("net"); err != nil {
@@ -111,4 +115,53 @@ func TestStrongSwanNAT(t *testing.T) {
 	}
 	t.Logf("hike: %s", est)
 	t.Logf("strongSwan:\n%s", grepLines(log, "NAT"))
+}
+
+// TestStrongSwanNATRebinding: the NAT in front of a strongSwan client
+// changes its public address mid-SA (the router's address is replaced,
+// which flushes its masquerade mappings), as a carrier-grade NAT or a
+// router reboot does. hike follows the peer on its next authenticated
+// message (RFC 7296 §2.23: the peer is behind a NAT, hike is not), moves
+// the Child SA onto the new path, and traffic flows again.
+func TestStrongSwanNATRebinding(t *testing.T) {
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		requireTool(t, "conntrack")
+	}
+	e := newEnv(t, 0)
+	c, router := e.addNATClient()
+	e.startHike(hikePSKConf)
+	d := e.startSwan(1, swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", "dpd_delay = 1s"))
+	if err := d.Initiate("net"); err != nil {
+		t.Fatal(err)
+	}
+	e.ping(c, gwInner, 2)
+
+	const newOut = "10.99.0.253"
+	for _, args := range [][]string{
+		// Deleted first: deleting a primary address takes the secondary
+		// ones with it.
+		{"ip", "addr", "del", natRouterOut + "/16", "dev", "eth0"},
+		{"ip", "addr", "add", newOut + "/16", "dev", "eth0"},
+		{"conntrack", "-F"}, // the mappings go with the old address
+	} {
+		if out, err := router.Run(args...); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	waitFor(t, 10*time.Second, "hike to follow the peer to "+newOut, func() bool {
+		return strings.Contains(e.hike.Out.String(), "to="+newOut+":")
+	})
+	// A new address is a new SA identity in the data plane (destination and
+	// SPI), so hike rekeys the Child SA onto the new path.
+	waitFor(t, 10*time.Second, "hike to rekey the Child SA onto the new path", func() bool {
+		out := e.hike.Out.String()
+		return strings.Contains(out[strings.Index(out, "to="+newOut+":"):], `msg="Child SA rekeyed"`)
+	})
+	e.ping(c, gwInner, 3)
+	e.tcpTransfer(c, 1<<20)
+	sas, err := d.SAs()
+	if err != nil || len(sas) != 1 || sas[0].State != "ESTABLISHED" {
+		t.Fatalf("%+v %v", sas, err)
+	}
+	t.Logf("hike:\n%s", grepLines(e.hike.Out.String(), "peer moved", "rekey", "NAT"))
 }
