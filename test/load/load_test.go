@@ -20,6 +20,7 @@ import (
 
 	"github.com/hike-vpn/hike/internal/loadgen"
 	"github.com/hike-vpn/hike/internal/netlab"
+	"github.com/hike-vpn/hike/internal/netlab/swan"
 )
 
 var hikeBin string
@@ -66,6 +67,10 @@ const hikeConf = `listen:
 control_socket: $DIR/control.sock
 log:
   level: warn
+# DoS protection off, as for the strongSwan responder of the benchmark:
+# the clients are known, and cookies would add a round trip per setup.
+limits:
+  half_open_cookie_threshold: 1000000
 secrets:
   load:
     psk: "` + psk + `"
@@ -93,6 +98,7 @@ type bench struct {
 	srv, cli *netlab.NS
 	dir      string
 	hike     *netlab.Proc
+	swan     *swan.Daemon
 }
 
 func newBench(t *testing.T) *bench {
@@ -106,6 +112,9 @@ func newBench(t *testing.T) *bench {
 	t.Cleanup(func() {
 		if t.Failed() && b.hike != nil {
 			t.Logf("hike output:\n%s", tail(b.hike.Out.String(), 60))
+		}
+		if t.Failed() && b.swan != nil {
+			t.Logf("charon log:\n%s", tail(b.swan.Log(), 60))
 		}
 		lab.Close()
 	})
@@ -122,6 +131,13 @@ func newBench(t *testing.T) *bench {
 	if out, err := b.srv.Run("ip", "route", "add", clientNet, "via", clientAddr); err != nil {
 		t.Fatalf("route: %v: %s", err, out)
 	}
+	return b
+}
+
+// startHike runs `hike serve` in the server namespace.
+func (b *bench) startHike(t *testing.T) {
+	t.Helper()
+	var err error
 	path := filepath.Join(b.dir, "hike.yaml")
 	must(t, os.WriteFile(path, []byte(strings.ReplaceAll(hikeConf, "$DIR", b.dir)), 0o600))
 	if b.hike, err = b.srv.Start("hike", filepath.Join(b.dir, "hike.log"), hikeBin, "serve", "-c", path); err != nil {
@@ -138,7 +154,6 @@ func newBench(t *testing.T) *bench {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return b
 }
 
 // load runs `hike load` in the client namespace and decodes its summary.
@@ -178,6 +193,7 @@ func (b *bench) hikeSAs(t *testing.T) int {
 // nothing fails or times out.
 func TestLoadAgainstHike(t *testing.T) {
 	b := newBench(t)
+	b.startHike(t)
 	const clients = 500
 	s := b.load(t, "--clients", fmt.Sprint(clients), "--rate", "200/s", "--dpd", "2", "--child", "--duration", "9s",
 		"--watch-pid", fmt.Sprint(b.hike.Cmd.Process.Pid))

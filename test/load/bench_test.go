@@ -1,0 +1,160 @@
+package load
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/loadgen"
+	"github.com/hike-vpn/hike/internal/netlab/swan"
+)
+
+// TestBenchResponders measures hike serve and a strongSwan 5.9.8 responder
+// with the same `hike load` run, one after the other in one invocation:
+//
+//	HIKE_BENCH=1 go test ./test/load -run BenchResponders -v -timeout 30m
+//
+// HIKE_BENCH_CLIENTS (5000), HIKE_BENCH_RATE (2000/s), HIKE_BENCH_DPD (1),
+// HIKE_BENCH_DURATION (30s), HIKE_BENCH_CHILD (false) and
+// HIKE_BENCH_PEERS (hike,strongswan) adjust it. It reports, it asserts
+// nothing but that the runs happened.
+func TestBenchResponders(t *testing.T) {
+	if os.Getenv("HIKE_BENCH") == "" {
+		t.Skip("a benchmark: set HIKE_BENCH=1")
+	}
+	clients := env("HIKE_BENCH_CLIENTS", "5000")
+	args := []string{"--clients", clients, "--rate", env("HIKE_BENCH_RATE", "2000/s"),
+		"--dpd", env("HIKE_BENCH_DPD", "1"), "--duration", env("HIKE_BENCH_DURATION", "30s")}
+	child := env("HIKE_BENCH_CHILD", "false") == "true"
+	if child {
+		args = append(args, "--child")
+	}
+	n, _ := strconv.Atoi(clients)
+	var rows []string
+	for _, peer := range strings.Split(env("HIKE_BENCH_PEERS", "hike,strongswan"), ",") {
+		b := newBench(t)
+		var pid int
+		switch peer {
+		case "hike":
+			b.startHike(t)
+			pid = b.hike.Cmd.Process.Pid
+		case "strongswan":
+			pid = b.startSwan(t, child)
+		default:
+			t.Fatalf("HIKE_BENCH_PEERS: unknown peer %q (hike, strongswan)", peer)
+		}
+		time.Sleep(500 * time.Millisecond) // let the responder finish starting
+		rss0 := rssKiB(t, pid)
+		s := b.load(t, append(args, "--watch-pid", strconv.Itoa(pid))...)
+		rss1 := rssKiB(t, pid)
+		rows = append(rows, row(peer, child, s, n, rss0, rss1))
+		b.lab.Close()
+	}
+	t.Logf("\n| responder | child SA | clients | established | failed | setup rate /s | setup p50 / p99 ms | responder CPU per setup ms | DPD /s | DPD RTT p50 / p99 ms | DPD timeouts | responder CPU per DPD µs | responder CPU during DPD | load CPU during setup / DPD | responder RSS per IKE SA KiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n%s",
+		strings.Join(rows, "\n"))
+}
+
+func row(peer string, child bool, s loadgen.Summary, n int, rss0, rss1 int) string {
+	var self, resp loadgen.CPUUsage
+	if len(s.CPU) == 2 {
+		self, resp = s.CPU[0], s.CPU[1]
+	}
+	perSetup, perDPD := 0.0, 0.0
+	if s.Established > 0 {
+		perSetup = resp.SetupSeconds * 1000 / float64(s.Established)
+	}
+	if dpd := s.DPD.PerSecond * s.DPD.Window; dpd > 0 {
+		perDPD = resp.SteadySeconds * 1e6 / dpd
+	}
+	return fmt.Sprintf("| %s | %v | %d | %d | %d | %.0f | %.1f / %.1f | %.2f | %.0f | %.2f / %.2f | %d | %.0f | %.0f%% | %.0f%% / %.0f%% | %.1f |",
+		peer, child, n, s.Established, s.Failed, s.SetupRate, s.SetupLatency.P50, s.SetupLatency.P99, perSetup,
+		s.DPD.PerSecond, s.DPD.RTT.P50, s.DPD.RTT.P99, s.DPD.Timeouts, perDPD, resp.SteadyPercent,
+		100*self.SetupSeconds/max(s.Elapsed-s.DPD.Window, 0.001), self.SteadyPercent, float64(rss1-rss0)/float64(max(s.UpAtEnd, 1)))
+}
+
+// startSwan runs charon in the server namespace as a responder for any
+// client with the PSK, DoS protection off and its IKE SA table sized for
+// thousands of SAs; it returns charon's PID.
+func (b *bench) startSwan(t *testing.T, child bool) int {
+	t.Helper()
+	conf := fmt.Sprintf(`connections {
+    load {
+        version = 2
+        local_addrs = %s
+        remote_addrs = %%any
+        proposals = aes256gcm16-prfsha256-x25519, aes256-sha256-ecp256
+        dpd_delay = 600s
+        local {
+            auth = psk
+            id = gw.load
+        }
+        remote {
+            auth = psk
+            id = %%any
+        }
+        children {
+            net {
+                local_ts = 10.97.0.0/16
+                remote_ts = dynamic
+                esp_proposals = aes256gcm16, aes256-sha256
+            }
+        }
+    }
+}
+secrets {
+    ike-load {
+        secret = "%s"
+    }
+}
+`, serverAddr, psk)
+	extra := `dos_protection = no
+    init_limit_half_open = 0
+    init_limit_job_load = 0
+    block_threshold = 1000000
+    cookie_threshold = 1000000
+    ikesa_table_size = 32768
+    ikesa_table_segments = 16
+    reuse_ikesa = no`
+	d, err := swan.Start(b.srv, filepath.Join(b.dir, "swan"), conf, swan.Options{LibIPsec: child, LogLevel: -1, Extra: extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.swan = d
+	t.Cleanup(d.Stop)
+	pidText, err := os.ReadFile(filepath.Join(d.Dir, "run", "charon.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidText)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func rssKiB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	t.Fatalf("no VmRSS for pid %d", pid)
+	return 0
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
