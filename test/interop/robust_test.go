@@ -223,10 +223,17 @@ func garbage(t *testing.T, rng *mrand.Rand, spiI, spiR uint64, espSPI uint32, ra
 	return out
 }
 
-// sendDatagrams sends ds from ns (its sockets bound to ports 500 and 4500,
+// sendDatagrams sends ds from c (its sockets bound to ports 500 and 4500,
 // as a peer's would be) to dst, paced so that the flood takes about a
 // second per few thousand datagrams.
 func (e *env) sendDatagrams(c *client, dst string, ds []datagram) {
+	e.sendDatagramsFrom(c, netip.AddrPortFrom(c.outer, 0), dst, ds)
+}
+
+// sendDatagramsFrom is sendDatagrams with the source forged: raw IPv4
+// packets claim to come from src (port 0: 500 or 4500 like the
+// destination).
+func (e *env) sendDatagramsFrom(c *client, src netip.AddrPort, dst string, ds []datagram) {
 	e.t.Helper()
 	var buf bytes.Buffer
 	for _, d := range ds {
@@ -236,21 +243,37 @@ func (e *env) sendDatagrams(c *client, dst string, ds []datagram) {
 	}
 	path := filepath.Join(e.dir, "flood.bin")
 	must(e.t, os.WriteFile(path, buf.Bytes(), 0o600))
+	spoof := "0"
+	if src.Addr() != c.outer {
+		spoof = "1"
+	}
 	out, err := c.ns.Run("python3", "-c", `
 import socket, struct, sys, time
 data = open(sys.argv[1], "rb").read()
+dst, src, sport, spoof = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
 socks = {}
-for p in (500, 4500):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((sys.argv[3], p))
-    socks[p] = s
+if spoof:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    def send(port, b):
+        sp = sport or port
+        udp = struct.pack(">HHHH", sp, port, 8 + len(b), 0) + b
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+        raw.sendto(ip + udp, (dst, 0))
+else:
+    for p in (500, 4500):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((src, p))
+        socks[p] = s
+    def send(port, b):
+        socks[port].sendto(b, (dst, port))
 i = n = 0
 while i < len(data):
     port, ln = struct.unpack(">HH", data[i:i+4]); i += 4
-    socks[port].sendto(data[i:i+ln], (sys.argv[2], port)); i += ln; n += 1
+    send(port, data[i:i+ln]); i += ln; n += 1
     if n % 50 == 0: time.sleep(0.01)
 print(n)
-`, path, dst, c.outer.String())
+`, path, dst, src.Addr().String(), strconv.Itoa(int(src.Port())), spoof)
 	if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(len(ds)) {
 		e.t.Fatalf("sending datagrams: %v: %s", err, out)
 	}
@@ -328,6 +351,73 @@ func TestRobustGarbage(t *testing.T) {
 		t.Fatalf("hike logged %d lines for %d datagrams in %v (more than %d)", logLines, len(ds), flood, max)
 	}
 	t.Logf("%d datagrams in %v; hike logged %d lines meanwhile", len(ds), flood.Round(time.Millisecond), logLines)
+}
+
+// TestRobustSpoofedGarbage: the same garbage, forged to come from the
+// established peer's own address and NAT-T port (another host on the link
+// sends raw packets), so that hike cannot tell it apart by address. None of
+// it authenticates, so none of it may consume a Message ID or change the
+// SA: afterwards strongSwan rekeys its Child SA (its next request must be
+// the one hike expects), DPD runs both ways, and traffic flows.
+func TestRobustSpoofedGarbage(t *testing.T) {
+	e := newEnv(t, 2)
+	e.dpd = "2s"
+	e.startHike(hikePSKConf)
+	c := e.clients[0]
+	d := e.startSwan(1, swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", "dpd_delay = 3s"))
+	if err := d.Initiate("net"); err != nil {
+		t.Fatal(err)
+	}
+	sas, err := d.SAs()
+	if err != nil || len(sas) != 1 || len(sas[0].Children) != 1 {
+		t.Fatalf("%+v %v", sas, err)
+	}
+	before := sas[0]
+	spiI, err1 := strconv.ParseUint(before.SPIi, 16, 64)
+	spiR, err2 := strconv.ParseUint(before.SPIr, 16, 64)
+	espSPI, err3 := strconv.ParseUint(before.Children[0].SPIOut, 16, 32)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatalf("SPIs of %+v: %v", before, err)
+	}
+	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	ds := garbage(t, rng, spiI, spiR, uint32(espSPI), 500)
+	e.sendDatagramsFrom(e.clients[1], netip.AddrPortFrom(c.outer, 4500), gwAddr, ds)
+	time.Sleep(300 * time.Millisecond)
+	if e.hike.Exited() {
+		t.Fatal("hike died under the flood")
+	}
+	if n := strings.Count(e.hike.Out.String(), `msg="dropping undecryptable message"`) +
+		strings.Count(e.hike.Out.String(), `msg="unexpected message ID"`); n == 0 {
+		t.Fatal("hike logged no garbage for the SA: did the forged packets arrive?")
+	}
+
+	if _, err := d.Swanctl("--rekey", "--child", "net"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "strongSwan's Child SA rekey", func() bool {
+		return strings.Contains(d.Log(), "CHILD_SA net{2} established")
+	})
+	// hike probes first (2 s); then it is stopped so that charon probes
+	// (3 s) and gets its answer once hike runs again.
+	dpd := strings.Count(d.Log(), "parsed INFORMATIONAL request")
+	waitFor(t, 8*time.Second, "hike's DPD answered", func() bool {
+		return strings.Count(d.Log(), "parsed INFORMATIONAL request") > dpd
+	})
+	must(t, e.hike.Signal(syscall.SIGSTOP))
+	waitFor(t, 8*time.Second, "charon to probe", func() bool { return strings.Contains(d.Log(), "sending DPD request") })
+	must(t, e.hike.Signal(syscall.SIGCONT))
+	waitFor(t, 8*time.Second, "charon's DPD answered", func() bool {
+		return strings.Contains(d.Log(), "parsed INFORMATIONAL response")
+	})
+	sas, err = d.SAs()
+	if err != nil || len(sas) != 1 || sas[0].SPIi != before.SPIi || sas[0].SPIr != before.SPIr || sas[0].State != "ESTABLISHED" {
+		t.Fatalf("strongSwan's IKE SA changed: %+v %v (was %+v)", sas, err, before)
+	}
+	e.ping(c, gwInner, 3)
+	if strings.Contains(d.Log(), "retransmit") || strings.Contains(e.hike.Out.String(), `msg="peer not responding"`) {
+		t.Fatalf("an exchange needed retransmission after the flood:\n%s", grepLines(d.Log(), "retransmit"))
+	}
+	t.Logf("%d forged datagrams from %s:4500", len(ds), c.outer)
 }
 
 // pcapPackets returns the UDP datagrams (source, destination, payload) of an
