@@ -169,15 +169,20 @@ func (tc *testCluster) startAll() {
 
 // leader waits until the running nodes agree on a leader and returns its
 // index.
-func (tc *testCluster) leader() int {
+func (tc *testCluster) leader(among ...int) int {
 	tc.t.Helper()
+	if among == nil {
+		for i, nd := range tc.nodes {
+			if nd != nil && !nd.closed {
+				among = append(among, i)
+			}
+		}
+	}
 	idx := -1
 	waitFor(tc.t, 10*time.Second, "agreed leader", func() bool {
 		var l string
-		for _, nd := range tc.nodes {
-			if nd == nil || nd.closed {
-				continue
-			}
+		for _, i := range among {
+			nd := tc.nodes[i]
 			got := nd.Leader()
 			if got == "" || (l != "" && got != l) {
 				return false

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -35,6 +36,7 @@ type identity struct {
 	pool   *x509.CertPool
 	byAddr map[string]string // raft address -> node ID
 	member map[string]bool
+	hostIP map[string]netip.Addr // node ID -> IP of its raft address, if literal
 }
 
 func loadIdentity(self string, peers map[string]string, caFile, certFile, keyFile string) (*identity, error) {
@@ -50,10 +52,14 @@ func loadIdentity(self string, peers map[string]string, caFile, certFile, keyFil
 	if err != nil {
 		return nil, fmt.Errorf("cluster: node certificate: %w", err)
 	}
-	id := &identity{self: self, cert: cert, pool: pool, byAddr: map[string]string{}, member: map[string]bool{}}
+	id := &identity{self: self, cert: cert, pool: pool, byAddr: map[string]string{}, member: map[string]bool{},
+		hostIP: map[string]netip.Addr{}}
 	for nodeID, addr := range peers {
 		id.byAddr[addr] = nodeID
 		id.member[nodeID] = true
+		if ap, err := netip.ParseAddrPort(addr); err == nil && !ap.Addr().IsUnspecified() {
+			id.hostIP[nodeID] = ap.Addr().Unmap()
+		}
 	}
 	// A node holding another node's certificate would be rejected by every
 	// peer that dials it; say so at start rather than as a silent partition.
@@ -62,7 +68,8 @@ func loadIdentity(self string, peers map[string]string, caFile, certFile, keyFil
 		return nil, fmt.Errorf("cluster: node certificate: %w", err)
 	}
 	if !names(leaf, self) {
-		return nil, fmt.Errorf("cluster: %s names %q, not this node %q", certFile, certNames(leaf), self)
+		// id is returned for tests that start a misconfigured node anyway.
+		return id, fmt.Errorf("cluster: %s names %q, not this node %q", certFile, certNames(leaf), self)
 	}
 	return id, nil
 }
@@ -74,7 +81,13 @@ func names(c *x509.Certificate, id string) bool {
 }
 
 func certNames(c *x509.Certificate) []string {
-	return append([]string{c.Subject.CommonName}, c.DNSNames...)
+	out := []string{c.Subject.CommonName}
+	for _, n := range c.DNSNames {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // peerNode returns the configured member that the verified chain names.
@@ -92,6 +105,24 @@ func (id *identity) peerNode(cs tls.ConnectionState) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("certificate names %q, no member of the cluster", certNames(leaf))
+}
+
+// fromPeer reports whether a connection from remote may be node peer.
+// Certificates prove membership; a node's identity within the cluster is
+// also bound to the address it is configured with (nodes dial from it), so
+// that a member holding another member's certificate cannot speak for it.
+// Nodes that share VIPs share a link, so there is no NAT between them.
+func (id *identity) fromPeer(peer string, remote net.Addr) bool {
+	want, ok := id.hostIP[peer]
+	if !ok {
+		return true // configured by name: the certificate is all we have
+	}
+	ta, ok := remote.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	got, _ := netip.AddrFromSlice(ta.IP)
+	return got.Unmap() == want
 }
 
 func (id *identity) config() *tls.Config {
@@ -209,6 +240,11 @@ func (s *streamLayer) serve(c net.Conn) {
 		return
 	}
 	peer, _ := s.id.peerNode(tc.ConnectionState())
+	if !s.id.fromPeer(peer, c.RemoteAddr()) {
+		s.rejct.Add(1)
+		tc.Close()
+		return
+	}
 	br := bufio.NewReaderSize(tc, 1)
 	first, err := br.Peek(1)
 	if err != nil {
@@ -279,7 +315,11 @@ func (s *streamLayer) dial(address string, timeout time.Duration) (*tls.Conn, st
 	if !ok {
 		return nil, "", fmt.Errorf("cluster: %s is not a configured peer address", address)
 	}
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: s.id.clientConfig(peer)}
+	nd := &net.Dialer{Timeout: timeout}
+	if ip, ok := s.id.hostIP[s.id.self]; ok {
+		nd.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
+	}
+	d := &tls.Dialer{NetDialer: nd, Config: s.id.clientConfig(peer)}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", address)

@@ -1,0 +1,170 @@
+package cluster
+
+import (
+	"bytes"
+	"io"
+	"net/netip"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+func TestCommandRoundTrip(t *testing.T) {
+	v6 := netip.MustParseAddr("2001:db8::7")
+	ops := []saOp{
+		{key: SAKey{1, 2}, local: vip1, blob: []byte("sealed-1")},
+		{del: true, key: SAKey{3, 4}},
+		{key: SAKey{5, 6}, local: v6, blob: nil},
+		{key: SAKey{7, 8}, blob: []byte{0}},
+	}
+	b := appendSAHeader(nil, "node2")
+	for i := range ops {
+		b = appendOp(b, &ops[i])
+	}
+	c, err := decodeCommand(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.kind != cmdSAs || c.owner != "node2" || len(c.ops) != len(ops) {
+		t.Fatalf("decoded %+v", c)
+	}
+	for i, op := range c.ops {
+		w := ops[i]
+		if op.del != w.del || op.key != w.key || op.local != w.local || !bytes.Equal(op.blob, w.blob) {
+			t.Fatalf("op %d: %+v, want %+v", i, op, w)
+		}
+	}
+	c, err = decodeCommand(appendVIP(nil, v6, "", "node3"))
+	if err != nil || c.kind != cmdVIP || c.vip != v6 || c.from != "" || c.to != "node3" {
+		t.Fatalf("VIP command: %+v %v", c, err)
+	}
+	for _, bad := range [][]byte{nil, {cmdVersion}, {2, cmdVIP}, {cmdVersion, 9}, appendVIP(nil, netip.Addr{}, "a", "b"),
+		append(appendVIP(nil, vip1, "a", "b"), 0), b[:len(b)-1]} {
+		if _, err := decodeCommand(bad); err == nil {
+			t.Errorf("accepted %x", bad)
+		}
+	}
+}
+
+func apply(t *testing.T, f *fsm, cmd []byte) any {
+	t.Helper()
+	return f.Apply(&raft.Log{Type: raft.LogCommand, Data: cmd})
+}
+
+// TestFSMVIPMove: a VIP move is a compare-and-set and carries the SAs that
+// live on the VIP, and only those, to the new owner.
+func TestFSMVIPMove(t *testing.T) {
+	var events []Event
+	f := newFSM(func(e Event) { events = append(events, e) })
+	if r := apply(t, f, appendVIP(nil, vip1, "", "a")); r != nil {
+		t.Fatal(r)
+	}
+	other := netip.MustParseAddr("198.51.100.1")
+	cmd := appendSAHeader(nil, "a")
+	cmd = appendOp(cmd, &saOp{key: SAKey{1, 1}, local: vip1, blob: []byte("x")})
+	cmd = appendOp(cmd, &saOp{key: SAKey{2, 2}, local: other, blob: []byte("y")})
+	apply(t, f, cmd)
+	if r := apply(t, f, appendVIP(nil, vip1, "b", "c")); r != errOwnerChanged {
+		t.Fatalf("stale move: %v", r)
+	}
+	if r := apply(t, f, appendVIP(nil, vip1, "a", "b")); r != nil {
+		t.Fatal(r)
+	}
+	if f.vips[vip1] != "b" || f.sas[SAKey{1, 1}].owner != "b" || f.sas[SAKey{2, 2}].owner != "a" {
+		t.Fatalf("after move: vips %v, owners %s %s", f.vips, f.sas[SAKey{1, 1}].owner, f.sas[SAKey{2, 2}].owner)
+	}
+	want := []Event{{Kind: EventVIP, VIP: vip1, To: "a"}, {Kind: EventVIP, VIP: vip1, From: "a", To: "b"}}
+	if len(events) != 2 || events[0].To != want[0].To || events[1].From != "a" || events[1].To != "b" {
+		t.Fatalf("events %+v", events)
+	}
+	if r := apply(t, f, []byte{1, 2, 3}); r == nil {
+		t.Fatal("malformed command accepted")
+	}
+}
+
+// memSink is a raft.SnapshotSink in memory.
+type memSink struct{ bytes.Buffer }
+
+func (*memSink) ID() string    { return "mem" }
+func (*memSink) Cancel() error { return nil }
+func (*memSink) Close() error  { return nil }
+
+func snapshotOf(t testing.TB, f *fsm) []byte {
+	s, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink memSink
+	if err := s.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+func TestFSMSnapshotRoundTrip(t *testing.T) {
+	f := newFSM(nil)
+	apply(t, f, appendVIP(nil, vip1, "", "a"))
+	cmd := appendSAHeader(nil, "a")
+	for i := range 100 {
+		cmd = appendOp(cmd, &saOp{key: SAKey{uint64(i), 9}, local: vip1, blob: bytes.Repeat([]byte{byte(i)}, i*40)})
+	}
+	apply(t, f, cmd)
+	var events []Event
+	g := newFSM(func(e Event) { events = append(events, e) })
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.sas) != 100 || g.vips[vip1] != "a" || len(events) != 1 || events[0].To != "a" {
+		t.Fatalf("restored %d SAs, vips %v, events %+v", len(g.sas), g.vips, events)
+	}
+	for k, e := range f.sas {
+		h := g.sas[k]
+		if h == nil || h.owner != e.owner || h.local != e.local || !bytes.Equal(h.blob, e.blob) {
+			t.Fatalf("SA %v differs", k)
+		}
+	}
+}
+
+func FuzzDecodeCommand(f *testing.F) {
+	f.Add(appendVIP(nil, vip1, "node1", "node2"))
+	sa := appendSAHeader(nil, "node1")
+	sa = appendOp(sa, &saOp{key: SAKey{1, 2}, local: vip1, blob: []byte("blob")})
+	sa = appendOp(sa, &saOp{del: true, key: SAKey{3, 4}})
+	f.Add(sa)
+	f.Add([]byte{cmdVersion, cmdSAs, 0, opPut})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeCommand(b)
+		if err != nil {
+			return
+		}
+		// What decodes re-encodes to the same bytes.
+		var out []byte
+		switch c.kind {
+		case cmdSAs:
+			out = appendSAHeader(nil, c.owner)
+			for i := range c.ops {
+				out = appendOp(out, &c.ops[i])
+			}
+		case cmdVIP:
+			out = appendVIP(nil, c.vip, c.from, c.to)
+		}
+		if !bytes.Equal(out, b) {
+			// IPv4-mapped IPv6 addresses are stored unmapped.
+			if c2, err := decodeCommand(out); err != nil || c2.kind != c.kind || len(c2.ops) != len(c.ops) {
+				t.Fatalf("re-encoding %x gave %x", b, out)
+			}
+		}
+		newFSM(nil).Apply(&raft.Log{Type: raft.LogCommand, Data: b})
+	})
+}
+
+func FuzzRestore(f *testing.F) {
+	g := newFSM(nil)
+	g.Apply(&raft.Log{Type: raft.LogCommand, Data: appendVIP(nil, vip1, "", "a")})
+	g.Apply(&raft.Log{Type: raft.LogCommand, Data: appendOp(appendSAHeader(nil, "a"), &saOp{key: SAKey{1, 2}, local: vip1, blob: []byte("blob")})})
+	f.Add(snapshotOf(f, g))
+	f.Add([]byte(snapMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		newFSM(nil).Restore(io.NopCloser(bytes.NewReader(b)))
+	})
+}
