@@ -213,3 +213,30 @@ func TestHikeInitiatorPSK(t *testing.T) {
 		})
 	}
 }
+
+// TestHikeInitiateCLI: `hike sa initiate` starts a connection that has no
+// start action, and returns once the IKE SA is up.
+func TestHikeInitiateCLI(t *testing.T) {
+	e := newEnv(t, 1)
+	c := e.clients[0]
+	const ikeP, espP = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+	d := e.startSwan(1, swanConf(c, ikeP, espP, ""))
+	conf := expand(hikeSiteConf(c), "$IKE", ikeP, "$ESP", espP)
+	conf = strings.Replace(conf, "        start_action: start\n", "", 1)
+	e.startHike(conf)
+	time.Sleep(500 * time.Millisecond)
+	if sas, err := d.SAs(); err != nil || len(sas) != 0 {
+		t.Fatalf("an SA without start_action or initiate: %+v %v", sas, err)
+	}
+	out, err := e.hikeCtl("sa", "initiate", "site", "--json")
+	if err != nil {
+		t.Fatalf("hike sa initiate: %v\n%s", err, out)
+	}
+	sa := e.swanSA(d, 1, 2*time.Second)
+	if !strings.Contains(out, strings.TrimLeft(strings.ToLower(sa.SPIi), "0")) {
+		t.Fatalf("hike sa initiate answered %s; strongSwan has IKE SA %s_i", out, sa.SPIi)
+	}
+	t.Logf("hike sa initiate: %s", strings.Join(strings.Fields(out), " "))
+	e.pingFromGW(c, 3)
+	e.ping(c, gwInner, 3)
+}
