@@ -279,7 +279,13 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 			continue
 		}
 		if dp := e.cfg.Dataplane; dp != nil && cr.OutSeq > 0 {
-			dp.SetOutboundSeq(dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)}, cr.OutSeq)
+			// Never backwards: a kernel SA that outlived a killed daemon
+			// is adopted with the counter it really reached, which is
+			// past the record's.
+			id := dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)}
+			if cur, err := dp.OutboundSeq(id); err != nil || cur < cr.OutSeq {
+				dp.SetOutboundSeq(id, cr.OutSeq)
+			}
 		}
 		sa.children = append(sa.children, c)
 	}
