@@ -133,8 +133,9 @@ func (b *Backend) saStats(id dp.SAID) (window, replay, integrity uint32, err err
 // TestKernelHikeRFC6311 runs two hike daemons with dataplane xfrm: A
 // initiates a site-to-site tunnel (AES-GCM with ESN, RFC 6311 message ID
 // and replay counter sync) to B, traffic crosses kernel ESP and the kernel
-// counts it. A is then killed outright and restarted from its encrypted
-// state file, which is stale by then; it resynchronises with N(16422) and
+// counts it. A is then killed outright; the kernel carries the tunnel on
+// without it. A restarts from its encrypted state file, which is stale by
+// then, adopts the SAs the kernel kept, and it resynchronises with N(16422) and
 // N(16423). Read back with XFRM_MSG_GETAE, B's outbound counter and A's
 // inbound window must both have moved by the announced delta (RFC 6311
 // §5.2), traffic must still flow, and a sender reusing sequence numbers
@@ -167,6 +168,8 @@ func TestKernelHikeRFC6311(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "a.key"), []byte(hex.EncodeToString(k)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A fixed jump rather than auto, so that GETAE can check it.
+	const outboundJump = 1 << 24
 	psk := make([]byte, 24)
 	rand.Read(psk)
 	conf := func(name, self, peer, localTS, remoteTS, extra, child string) string {
@@ -187,13 +190,13 @@ connections:
     psk: site
     ike: {proposals: [aes256-sha256-ecp256]}
     dpd: {delay: 30s}
-    rfc6311: {message_id_sync: true, replay_counter_sync: true}
+    rfc6311: {message_id_sync: true, replay_counter_sync: true, outbound_jump: %[11]d}
     children:
       - name: net
         local_ts: [%[5]s]
         remote_ts: [%[6]s]
         esp: {proposals: [aes256gcm16-esn]}
-%[10]s`, dir, self, name, peer, localTS, remoteTS, extra, hex.EncodeToString(psk), map[string]string{"a": "b", "b": "a"}[name], child)
+%[10]s`, dir, self, name, peer, localTS, remoteTS, extra, hex.EncodeToString(psk), map[string]string{"a": "b", "b": "a"}[name], child, outboundJump)
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -245,7 +248,6 @@ connections:
 	t.Logf("after 5 pings: A out %+v, B in %+v, B out %+v, A in %+v", ao, bi, bo, ai)
 
 	waitUntil(t, 10*time.Second, "A's state file", func() bool { _, err := os.Stat(stateFile); return err == nil })
-	ping(10) // the record on disk is now older than these packets
 
 	seq := func(be *Backend, id dp.SAID) uint64 {
 		t.Helper()
@@ -263,48 +265,65 @@ connections:
 		}
 		return r
 	}
-	bSeq0, aWin0, aSeq0 := seq(l.b, bOut), replay(l.a, aIn), seq(l.a, aOut)
-	if aWin0.Seq != bSeq0 {
-		t.Fatalf("before the restart A's window top is %d, B sent up to %d", aWin0.Seq, bSeq0)
-	}
+	// (c) A dies without a word, twice. The first time its record holds
+	// no Child SA counter yet; the second time it holds the one written
+	// right after the first restore, stale by the pings since.
+	var bSeq2, bSeq0 uint64
+	var aWin2 dp.Replay
+	for round := 1; round <= 2; round++ {
+		// A's SAs stay in the kernel, which goes on carrying the
+		// tunnel: these packets are in no record.
+		a.kill()
+		ping(3)
+		var aWin0 dp.Replay
+		var aSeq0 uint64
+		bSeq0, aWin0, aSeq0 = seq(l.b, bOut), replay(l.a, aIn), seq(l.a, aOut)
+		if aWin0.Seq != bSeq0 {
+			t.Fatalf("round %d: before the restart A's window top is %d, B sent up to %d", round, aWin0.Seq, bSeq0)
+		}
 
-	// (c) A dies without a word and comes back from its stale record.
-	a.kill()
-	a = l.startHike(bin, l.nsA, "A", confA)
-	waitUntil(t, 30*time.Second, "A to resync", func() bool { return a.has(`msg="RFC 6311 sync complete"`) })
-	m := regexp.MustCompile(`RFC 6311 sync started.*replay_delta=(\d+)`).FindStringSubmatch(a.out.String())
-	if m == nil {
-		t.Fatal("A's sync request carried no replay counter delta")
-	}
-	delta, _ := strconv.ParseUint(m[1], 10, 64)
-	if delta == 0 {
-		t.Fatal("A sent a zero replay counter delta")
-	}
-	waitUntil(t, 10*time.Second, "B to apply the delta", func() bool { return b.has(`msg="replay counter synced"`) })
-	if in, out, _ := childSPIs(t, bin, filepath.Join(dir, "a.sock")); in != spiIn || out != spiOut {
-		t.Fatalf("restored Child SA is %08x/%08x, was %08x/%08x", in, out, spiIn, spiOut)
-	}
+		// A comes back from its stale record and resynchronises.
+		a = l.startHike(bin, l.nsA, "A", confA)
+		waitUntil(t, 30*time.Second, "A to resync", func() bool { return a.has(`msg="RFC 6311 sync complete"`) })
+		m := regexp.MustCompile(`RFC 6311 sync started.*replay_delta=(\d+)`).FindStringSubmatch(a.out.String())
+		if m == nil {
+			t.Fatalf("round %d: A's sync request carried no replay counter delta", round)
+		}
+		delta, _ := strconv.ParseUint(m[1], 10, 64)
+		if delta == 0 {
+			t.Fatalf("round %d: A sent a zero replay counter delta", round)
+		}
+		waitUntil(t, 10*time.Second, "B to apply the delta", func() bool {
+			return strings.Count(b.out.String(), `msg="replay counter synced"`) == round
+		})
+		if in, out, _ := childSPIs(t, bin, filepath.Join(dir, "a.sock")); in != spiIn || out != spiOut {
+			t.Fatalf("round %d: restored Child SA is %08x/%08x, was %08x/%08x", round, in, out, spiIn, spiOut)
+		}
 
-	// GETAE: B's outbound counter jumped by at least the delta, A's
-	// inbound window top by exactly the delta, and A's own outbound
-	// counter past anything it may have sent before the kill.
-	bSeq1, aWin1, aSeq1 := seq(l.b, bOut), replay(l.a, aIn), seq(l.a, aOut)
-	t.Logf("RFC 6311 delta %#x: B out seq %#x -> %#x, A in window top %#x -> %#x, A out seq %#x -> %#x",
-		delta, bSeq0, bSeq1, aWin0.Seq, aWin1.Seq, aSeq0, aSeq1)
-	if bSeq1 < bSeq0+delta {
-		t.Fatalf("B's outbound sequence number %#x, want >= %#x + delta %#x", bSeq1, bSeq0, delta)
-	}
-	if aWin1.Seq != aWin0.Seq+delta {
-		t.Fatalf("A's inbound window top %#x, want %#x + delta %#x", aWin1.Seq, aWin0.Seq, delta)
-	}
-	if aSeq1 <= aSeq0 {
-		t.Fatalf("A's outbound sequence number %#x did not move past %#x", aSeq1, aSeq0)
-	}
+		// GETAE: B's outbound counter jumped by at least the delta, A's
+		// inbound window top by exactly the delta, and A's own outbound
+		// counter by outbound_jump past what its kernel had sent.
+		bSeq1, aWin1, aSeq1 := seq(l.b, bOut), replay(l.a, aIn), seq(l.a, aOut)
+		t.Logf("round %d, delta %#x: B out seq %#x -> %#x, A in window top %#x -> %#x, A out seq %#x -> %#x",
+			round, delta, bSeq0, bSeq1, aWin0.Seq, aWin1.Seq, aSeq0, aSeq1)
+		if bSeq1 < bSeq0+delta {
+			t.Fatalf("B's outbound sequence number %#x, want >= %#x + delta %#x", bSeq1, bSeq0, delta)
+		}
+		if aWin1.Seq != aWin0.Seq+delta {
+			t.Fatalf("A's inbound window top %#x, want %#x + delta %#x", aWin1.Seq, aWin0.Seq, delta)
+		}
+		if aSeq1 < aSeq0+outboundJump {
+			t.Fatalf("A's outbound sequence number %#x, want >= %#x + outbound_jump %#x", aSeq1, aSeq0, outboundJump)
+		}
 
-	ping(5)
-	bSeq2, aWin2 := seq(l.b, bOut), replay(l.a, aIn)
-	if bSeq2 != bSeq1+5 || aWin2.Seq != bSeq2 {
-		t.Fatalf("after 5 more pings B sent up to %#x (want %#x), A's window top is %#x", bSeq2, bSeq1+5, aWin2.Seq)
+		ping(5)
+		bSeq2, aWin2 = seq(l.b, bOut), replay(l.a, aIn)
+		if bSeq2 != bSeq1+5 || aWin2.Seq != bSeq2 {
+			t.Fatalf("after 5 more pings B sent up to %#x (want %#x), A's window top is %#x", bSeq2, bSeq1+5, aWin2.Seq)
+		}
+		if round == 1 {
+			waitUntil(t, 5*time.Second, "A to rewrite its record", func() bool { return a.has(`msg="state restored"`) })
+		}
 	}
 
 	// No old sequence number is accepted. First inside A's window: B
