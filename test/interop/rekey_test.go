@@ -162,62 +162,78 @@ func afterRekey(t *testing.T, e *env, d *swan.Daemon, pg *pinger) {
 	e.dpdBothWays(d)
 }
 
+// roles are the two ways the IKE SA under test comes about: strongSwan
+// initiates to hike (remote access), or hike to strongSwan (site to site).
+var roles = []struct {
+	name      string
+	initiates bool
+}{{"hike-responder", false}, {"hike-initiator", true}}
+
 // TestRekeyChildByStrongSwan: strongSwan rekeys the Child SA; both sides
 // switch to the new SPIs and drop the old ones, under a running ping.
 func TestRekeyChildByStrongSwan(t *testing.T) {
-	e, d, before := rekeyEnv(t, false, "", "")
-	pg := e.startPing(e.clients[0], 30)
-	time.Sleep(time.Second)
-	if _, err := d.Swanctl("--rekey", "--child", "net"); err != nil {
-		t.Fatal(err)
+	for _, role := range roles {
+		t.Run(role.name, func(t *testing.T) {
+			e, d, before := rekeyEnv(t, role.initiates, "", "")
+			pg := e.startPing(e.clients[0], 30)
+			time.Sleep(time.Second)
+			if _, err := d.Swanctl("--rekey", "--child", "net"); err != nil {
+				t.Fatal(err)
+			}
+			after := e.agreed(d, 10*time.Second, "new Child SA SPIs on both sides", func(s spis) bool {
+				return s.in != before.in && s.out != before.out && s.in != before.out && s.out != before.in
+			})
+			if after.ikeI != before.ikeI || after.ikeR != before.ikeR {
+				t.Fatalf("the IKE SA changed with a Child SA rekey: %v -> %v", before, after)
+			}
+			if !strings.Contains(e.hike.Out.String(), `msg="Child SA rekeyed by peer"`) {
+				t.Fatal("hike did not log the rekey")
+			}
+			waitFor(t, 5*time.Second, "hike to delete the old Child SA at strongSwan's request", func() bool {
+				return strings.Contains(e.hike.Out.String(), `msg="peer deletes Child SA"`)
+			})
+			afterRekey(t, e, d, pg)
+		})
 	}
-	after := e.agreed(d, 10*time.Second, "new Child SA SPIs on both sides", func(s spis) bool {
-		return s.in != before.in && s.out != before.out && s.in != before.out && s.out != before.in
-	})
-	if after.ikeI != before.ikeI || after.ikeR != before.ikeR {
-		t.Fatalf("the IKE SA changed with a Child SA rekey: %v -> %v", before, after)
-	}
-	if !strings.Contains(e.hike.Out.String(), `msg="Child SA rekeyed by peer"`) {
-		t.Fatal("hike did not log the rekey")
-	}
-	waitFor(t, 5*time.Second, "hike to delete the old Child SA at strongSwan's request", func() bool {
-		return strings.Contains(e.hike.Out.String(), `msg="peer deletes Child SA"`)
-	})
-	afterRekey(t, e, d, pg)
 }
 
 // TestRekeyIKEByStrongSwan: strongSwan rekeys the IKE SA; the Child SA
 // moves to the new IKE SA, the old IKE SA is gone on both sides, and DPD
 // runs on the new one.
 func TestRekeyIKEByStrongSwan(t *testing.T) {
-	e, d, before := rekeyEnv(t, false, "", "")
-	pg := e.startPing(e.clients[0], 30)
-	time.Sleep(time.Second)
-	if _, err := d.Swanctl("--rekey", "--ike", "gw"); err != nil {
-		t.Fatal(err)
+	for _, role := range roles {
+		t.Run(role.name, func(t *testing.T) {
+			e, d, before := rekeyEnv(t, role.initiates, "", "")
+			pg := e.startPing(e.clients[0], 30)
+			time.Sleep(time.Second)
+			if _, err := d.Swanctl("--rekey", "--ike", "gw"); err != nil {
+				t.Fatal(err)
+			}
+			after := e.agreed(d, 10*time.Second, "new IKE SA SPIs on both sides", func(s spis) bool {
+				return s.ikeI != before.ikeI && s.ikeR != before.ikeR
+			})
+			if after.in != before.in || after.out != before.out {
+				t.Fatalf("the Child SA changed with an IKE SA rekey: %v -> %v", before, after)
+			}
+			if !strings.Contains(e.hike.Out.String(), `msg="IKE SA rekeyed"`) {
+				t.Fatal("hike did not log the rekey")
+			}
+			waitFor(t, 5*time.Second, "hike to delete the old IKE SA at strongSwan's request", func() bool {
+				return strings.Contains(e.hike.Out.String(), `msg="peer deletes IKE SA"`)
+			})
+			// The new IKE SA is strongSwan's: it initiated the rekey.
+			if h := e.hikeSA(); h["initiator"] != false {
+				t.Fatalf("hike considers itself the initiator of strongSwan's new IKE SA: %v", h)
+			}
+			afterRekey(t, e, d, pg)
+		})
 	}
-	after := e.agreed(d, 10*time.Second, "new IKE SA SPIs on both sides", func(s spis) bool {
-		return s.ikeI != before.ikeI && s.ikeR != before.ikeR
-	})
-	if after.in != before.in || after.out != before.out {
-		t.Fatalf("the Child SA changed with an IKE SA rekey: %v -> %v", before, after)
-	}
-	if !strings.Contains(e.hike.Out.String(), `msg="IKE SA rekeyed"`) {
-		t.Fatal("hike did not log the rekey")
-	}
-	waitFor(t, 5*time.Second, "hike to delete the old IKE SA at strongSwan's request", func() bool {
-		return strings.Contains(e.hike.Out.String(), `msg="peer deletes IKE SA"`)
-	})
-	afterRekey(t, e, d, pg)
 }
 
 // TestRekeyByHike: hike rekeys Child and IKE SAs on its own timers, both
 // as the original responder and as the original initiator of the IKE SA.
 func TestRekeyByHike(t *testing.T) {
-	for _, role := range []struct {
-		name      string
-		initiates bool
-	}{{"hike-responder", false}, {"hike-initiator", true}} {
+	for _, role := range roles {
 		t.Run("child/"+role.name, func(t *testing.T) {
 			// The hard lifetime stays far away: the SIGSTOP of
 			// dpdBothWays must not expire an SA that is due a rekey.
