@@ -102,6 +102,7 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 	f.StringVar(&target, "target", "", "responder address, ADDR or ADDR:PORT (port 500 by default; 4500 speaks NAT-T framing)")
 	f.IntVar(&o.Clients, "clients", 100, "number of simulated clients (one IKE SA each)")
 	f.StringVar(&rate, "rate", "100/s", "initiations per second during the ramp-up (N, N/s or N/min)")
+	f.IntVar(&o.MaxInFlight, "max-inflight", 0, "at most this many setups under way at once; 0: no bound, the rate alone paces")
 	f.StringVar(&dpd, "dpd", "0", "clients' DPD delay (seconds or a duration); 0 disables DPD")
 	f.StringVar(&pskFile, "psk-file", "", "file holding the pre-shared key")
 	f.StringVar(&pskEnv, "psk-env", "", "environment variable holding the pre-shared key")

@@ -23,6 +23,10 @@ type Options struct {
 	Clients int
 	// Rate is the number of initiations per second during the ramp.
 	Rate float64
+	// MaxInFlight bounds the setups under way at once (0: no bound): a
+	// responder that falls behind then slows the ramp instead of drowning
+	// in retransmissions, and the setup rate measures what it sustains.
+	MaxInFlight int
 	// DPD is the clients' DPD delay; 0 disables DPD.
 	DPD time.Duration
 	PSK []byte
@@ -73,6 +77,9 @@ func (o *Options) Validate() error {
 	}
 	if !(o.Rate > 0) {
 		errs = append(errs, fmt.Errorf("rate: a positive number of initiations per second, got %v", o.Rate))
+	}
+	if o.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("max-inflight: 0 (no bound) or more, got %d", o.MaxInFlight))
 	}
 	if o.DPD < 0 {
 		errs = append(errs, fmt.Errorf("dpd: a non-negative duration, got %v", o.DPD))

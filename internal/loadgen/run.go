@@ -153,7 +153,15 @@ func (r *run) loop(ctx context.Context) time.Time {
 	defer pace.Stop()
 	<-pace.C
 	for i := 0; i < r.o.Clients; {
-		n, wait := tb.take(time.Now(), r.o.Clients-i)
+		want := r.o.Clients - i
+		if m := r.o.MaxInFlight; m > 0 {
+			want = min(want, m-int(r.initiated.Load()-r.established.Load()-r.failed.Load()))
+		}
+		var n int
+		wait := inFlightPoll
+		if want > 0 {
+			n, wait = tb.take(time.Now(), want)
+		}
 		for ; n > 0; n-- {
 			r.initiate(i)
 			i++
@@ -177,6 +185,10 @@ func (r *run) loop(ctx context.Context) time.Time {
 	}
 	return time.Now()
 }
+
+// inFlightPoll is how often a ramp held back by MaxInFlight looks again:
+// polling costs less than a wakeup from every completed setup.
+const inFlightPoll = time.Millisecond
 
 func (r *run) initiate(i int) {
 	name := "load"

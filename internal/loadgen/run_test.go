@@ -160,3 +160,18 @@ func TestRunRejectsMissingSource(t *testing.T) {
 		t.Fatal("a prefix that is not local was accepted")
 	}
 }
+
+// TestRunMaxInFlight: against a silent target, the bound holds the ramp
+// at that many pending setups whatever the rate.
+func TestRunMaxInFlight(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	s, err := Run(ctx, Options{Target: netip.MustParseAddrPort("127.0.0.1:9"), Clients: 1000, Rate: 1000, MaxInFlight: 25,
+		PSK: []byte(testPSK), IDFormat: "c%d.load"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Initiated != 25 || s.Pending != 25 {
+		t.Fatalf("initiated %d pending %d with at most 25 in flight", s.Initiated, s.Pending)
+	}
+}

@@ -33,16 +33,33 @@ type Summary struct {
 	UpAtEnd int64 `json:"established_at_end"`
 	// SetupRate is Established over the time from the first initiation to
 	// the last establishment.
-	SetupRate    float64 `json:"setup_rate_per_s"`
+	SetupRate float64 `json:"setup_rate_per_s"`
+	// SetupElapsed is when the last client got its setup outcome, 0 if
+	// some never did.
+	SetupElapsed float64 `json:"setup_elapsed_s"`
 	SetupLatency Latency `json:"setup_latency"`
 
 	DPD DPDSummary `json:"dpd"`
 	// ResyncsSeen counts RFC 6311 synchronisation requests the clients
 	// answered: a cluster node that took over resynchronising its SAs.
-	ResyncsSeen uint64     `json:"resyncs_seen"`
-	Retransmits uint64     `json:"retransmits"`
-	SendErrors  uint64     `json:"send_errors"`
-	CPU         []CPUUsage `json:"cpu"`
+	ResyncsSeen uint64 `json:"resyncs_seen"`
+	Retransmits uint64 `json:"retransmits"`
+	SendErrors  uint64 `json:"send_errors"`
+	// Drops on the clients' side: a load generator that drops responses
+	// measures itself, not the responder.
+	Drops Drops      `json:"client_drops"`
+	CPU   []CPUUsage `json:"cpu"`
+}
+
+// Drops counts what the clients' side lost.
+type Drops struct {
+	// Queue: datagrams the engine had no queue room for.
+	Queue uint64 `json:"engine_queue"`
+	// Kernel: datagrams the kernel dropped, mostly for a full receive
+	// buffer.
+	Kernel     uint64 `json:"socket_kernel"`
+	UnknownSPI uint64 `json:"unknown_spi"`
+	Invalid    uint64 `json:"invalid"` // malformed or failing integrity
 }
 
 // Latency is a distribution in milliseconds.
@@ -103,6 +120,9 @@ func (r *run) summary(elapsed time.Duration) *Summary {
 		ResyncsSeen: st.SyncsAnswered.Load(), Retransmits: st.Retransmits.Load(), SendErrors: r.sendErrs.Load(),
 	}
 	s.Pending = s.Initiated - s.Established - s.Failed
+	ss := r.sock.Stats()
+	s.Drops = Drops{Queue: st.QueueDrops.Load(), Kernel: ss.DropKernel, UnknownSPI: st.UnknownSPI.Load(),
+		Invalid: st.Malformed.Load() + st.IntegrityFail.Load()}
 	r.mu.Lock()
 	s.Failures = make(map[string]int64, len(r.reasons))
 	for k, v := range r.reasons {
@@ -118,6 +138,7 @@ func (r *run) summary(elapsed time.Duration) *Summary {
 	window, base := elapsed, uint64(0)
 	select {
 	case <-r.settled:
+		s.SetupElapsed = round3(time.Duration(r.settledAt.Load()).Seconds())
 		if w := elapsed - time.Duration(r.settledAt.Load()); w >= time.Second {
 			window, base = w, r.dpdAtSettle.Load()
 		}
@@ -149,6 +170,10 @@ func (s *Summary) WriteText(w io.Writer) error {
 		s.DPD.Sent, s.DPD.Completed, s.DPD.Timeouts, s.DPD.PerSecond, s.DPD.Window, s.DPD.RTT.P50, s.DPD.RTT.P99, s.DPD.RTT.Max)
 	fmt.Fprintf(&b, "end:     %d IKE SAs up, %d resyncs answered, %d retransmits, %d send errors\n",
 		s.UpAtEnd, s.ResyncsSeen, s.Retransmits, s.SendErrors)
+	if d := s.Drops; d != (Drops{}) {
+		fmt.Fprintf(&b, "drops:   %d engine queue, %d kernel, %d unknown SPI, %d invalid (on the clients' side)\n",
+			d.Queue, d.Kernel, d.UnknownSPI, d.Invalid)
+	}
 	for _, c := range s.CPU {
 		if c.Err != "" {
 			fmt.Fprintf(&b, "cpu:     pid %d: %s\n", c.PID, c.Err)
@@ -197,9 +222,10 @@ func (r *run) line(lastUp int64, lastDPD uint64, last, now time.Time) string {
 	if dt > 0 {
 		upRate, dpdRate = float64(up-lastUp)/dt, float64(dpd-lastDPD)/dt
 	}
-	l := fmt.Sprintf("%6.1fs  initiated %d/%d  up %d  failed %d  setup %.0f/s  dpd %.0f/s  dpd rtt p99 %.2f ms  resyncs %d",
-		now.Sub(r.start).Seconds(), r.initiated.Load(), r.o.Clients, r.eng.Stats().Established.Load(), r.failed.Load(),
-		upRate, dpdRate, ms(r.dpdRTT.Quantile(0.99)), r.eng.Stats().SyncsAnswered.Load())
+	st := r.eng.Stats()
+	l := fmt.Sprintf("%6.1fs  initiated %d/%d  up %d  failed %d  setup %.0f/s  dpd %.0f/s  dpd rtt p99 %.2f ms  retransmits %d  resyncs %d",
+		now.Sub(r.start).Seconds(), r.initiated.Load(), r.o.Clients, st.Established.Load(), r.failed.Load(),
+		upRate, dpdRate, ms(r.dpdRTT.Quantile(0.99)), st.Retransmits.Load(), st.SyncsAnswered.Load())
 	return l + "   " // wipes the tail of a longer previous line
 }
 

@@ -19,7 +19,8 @@ import (
 //	HIKE_BENCH=1 go test ./test/load -run BenchResponders -v -timeout 30m
 //
 // HIKE_BENCH_CLIENTS (5000), HIKE_BENCH_RATE (2000/s), HIKE_BENCH_DPD (1),
-// HIKE_BENCH_DURATION (30s), HIKE_BENCH_CHILD (false) and
+// HIKE_BENCH_DURATION (30s), HIKE_BENCH_CHILD (false), HIKE_BENCH_INFLIGHT
+// (no bound) and
 // HIKE_BENCH_PEERS (hike,strongswan) adjust it. It reports, it asserts
 // nothing but that the runs happened.
 func TestBenchResponders(t *testing.T) {
@@ -29,6 +30,9 @@ func TestBenchResponders(t *testing.T) {
 	clients := env("HIKE_BENCH_CLIENTS", "5000")
 	args := []string{"--clients", clients, "--rate", env("HIKE_BENCH_RATE", "2000/s"),
 		"--dpd", env("HIKE_BENCH_DPD", "1"), "--duration", env("HIKE_BENCH_DURATION", "30s")}
+	if m := env("HIKE_BENCH_INFLIGHT", ""); m != "" {
+		args = append(args, "--max-inflight", m)
+	}
 	child := env("HIKE_BENCH_CHILD", "false") == "true"
 	if child {
 		args = append(args, "--child")
@@ -52,6 +56,7 @@ func TestBenchResponders(t *testing.T) {
 		s := b.load(t, append(args, "--watch-pid", strconv.Itoa(pid))...)
 		rss1 := rssKiB(t, pid)
 		rows = append(rows, row(peer, child, s, n, rss0, rss1))
+		t.Logf("%s: retransmits %d, client drops %+v, failures %v", peer, s.Retransmits, s.Drops, s.Failures)
 		b.lab.Close()
 	}
 	t.Logf("\n| responder | child SA | clients | established | failed | setup rate /s | setup p50 / p99 ms | responder CPU per setup ms | DPD /s | DPD RTT p50 / p99 ms | DPD timeouts | responder CPU per DPD µs | responder CPU during DPD | load CPU during setup / DPD | responder RSS per IKE SA KiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n%s",
@@ -73,7 +78,7 @@ func row(peer string, child bool, s loadgen.Summary, n int, rss0, rss1 int) stri
 	return fmt.Sprintf("| %s | %v | %d | %d | %d | %.0f | %.1f / %.1f | %.2f | %.0f | %.2f / %.2f | %d | %.0f | %.0f%% | %.0f%% / %.0f%% | %.1f |",
 		peer, child, n, s.Established, s.Failed, s.SetupRate, s.SetupLatency.P50, s.SetupLatency.P99, perSetup,
 		s.DPD.PerSecond, s.DPD.RTT.P50, s.DPD.RTT.P99, s.DPD.Timeouts, perDPD, resp.SteadyPercent,
-		100*self.SetupSeconds/max(s.Elapsed-s.DPD.Window, 0.001), self.SteadyPercent, float64(rss1-rss0)/float64(max(s.UpAtEnd, 1)))
+		100*self.SetupSeconds/max(s.SetupElapsed, 0.001), self.SteadyPercent, float64(rss1-rss0)/float64(max(s.UpAtEnd, 1)))
 }
 
 // startSwan runs charon in the server namespace as a responder for any
