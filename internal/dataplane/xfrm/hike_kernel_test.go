@@ -88,13 +88,16 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // childSPIs asks a daemon over its control socket for its one Child SA.
-func childSPIs(t *testing.T, bin, sock string) (in, out uint32, esn bool) {
+func childSPIs(t *testing.T, bin, sock string) (in, out uint32, esn bool, retransmits uint32) {
 	t.Helper()
 	raw, err := exec.Command(bin, "sa", "list", "--json", "--socket", sock).Output()
 	if err != nil {
 		t.Fatalf("hike sa list: %v", err)
 	}
 	var sas []struct {
+		Stats struct {
+			Retransmits uint32 `json:"retransmits"`
+		} `json:"stats"`
 		Children []struct {
 			SPIIn  string `json:"spi_in"`
 			SPIOut string `json:"spi_out"`
@@ -113,7 +116,7 @@ func childSPIs(t *testing.T, bin, sock string) (in, out uint32, esn bool) {
 	if err1 != nil || err2 != nil {
 		t.Fatalf("SPIs %q/%q", c.SPIIn, c.SPIOut)
 	}
-	return uint32(i), uint32(o), c.ESN
+	return uint32(i), uint32(o), c.ESN, sas[0].Stats.Retransmits
 }
 
 // saStats reads struct xfrm_stats from an SA's xfrm_usersa_info: packets
@@ -210,14 +213,15 @@ connections:
 	t0 := time.Now()
 	b = l.startHike(bin, l.nsB, "B", confB)
 	waitUntil(t, 20*time.Second, "B to listen", func() bool { return b.has(`msg=listening`) })
+	t1 := time.Now()
 	a = l.startHike(bin, l.nsA, "A", confA)
 	waitUntil(t, 30*time.Second, "the tunnel", func() bool { return a.has(`msg="Child SA established"`) })
 	if !a.has("kind=xfrm") || !b.has("kind=xfrm") {
 		t.Fatal("a daemon did not select the xfrm data plane")
 	}
-	t.Logf("tunnel up %v after B started", time.Since(t0).Round(time.Millisecond))
-
-	spiIn, spiOut, esn := childSPIs(t, bin, filepath.Join(dir, "a.sock"))
+	spiIn, spiOut, esn, retr := childSPIs(t, bin, filepath.Join(dir, "a.sock"))
+	t.Logf("B listening after %v, tunnel up %v after A started (%d IKE retransmissions)",
+		t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond), retr)
 	if !esn {
 		t.Fatal("Child SA negotiated without ESN")
 	}
@@ -296,7 +300,7 @@ connections:
 		waitUntil(t, 10*time.Second, "B to apply the delta", func() bool {
 			return strings.Count(b.out.String(), `msg="replay counter synced"`) == round
 		})
-		if in, out, _ := childSPIs(t, bin, filepath.Join(dir, "a.sock")); in != spiIn || out != spiOut {
+		if in, out, _, _ := childSPIs(t, bin, filepath.Join(dir, "a.sock")); in != spiIn || out != spiOut {
 			t.Fatalf("round %d: restored Child SA is %08x/%08x, was %08x/%08x", round, in, out, spiIn, spiOut)
 		}
 
