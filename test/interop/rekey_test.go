@@ -271,6 +271,9 @@ func TestRekeyByHike(t *testing.T) {
 			if !strings.Contains(d.Log(), "parsed CREATE_CHILD_SA request") {
 				t.Fatal("charon saw no CREATE_CHILD_SA request")
 			}
+			if h := e.hikeSA(); h["initiator"] != true {
+				t.Fatalf("hike is not the initiator of the IKE SA it rekeyed to: %v", h)
+			}
 			afterRekey(t, e, d, pg)
 		})
 	}
