@@ -168,3 +168,24 @@ func FuzzRestore(f *testing.F) {
 		newFSM(nil).Restore(io.NopCloser(bytes.NewReader(b)))
 	})
 }
+
+// TestAssign: least loaded first, ties by ID, load counts what was just
+// assigned; only the nodes offered (survivors without witnesses) receive.
+func TestAssign(t *testing.T) {
+	a := netip.MustParseAddr("192.0.2.1")
+	b := netip.MustParseAddr("192.0.2.2")
+	c := netip.MustParseAddr("192.0.2.3")
+	got := assign([]netip.Addr{c, a, b}, map[string]int{"node3": 1, "node2": 1, "node4": 2})
+	want := []assignment{{a, "node2"}, {b, "node3"}, {c, "node2"}}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if got := assign([]netip.Addr{a}, map[string]int{}); len(got) != 0 {
+		t.Fatalf("assigned without survivors: %v", got)
+	}
+}

@@ -31,7 +31,7 @@ type testCA struct {
 	file string
 }
 
-func newCA(t *testing.T, dir, name string) *testCA {
+func newCA(t testing.TB, dir, name string) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -54,7 +54,7 @@ func newCA(t *testing.T, dir, name string) *testCA {
 
 // issue writes a node certificate naming cn (and dns, if given) and its
 // key; it returns the two file names.
-func (ca *testCA) issue(t *testing.T, dir, file, cn string, dns ...string) (string, string) {
+func (ca *testCA) issue(t testing.TB, dir, file, cn string, dns ...string) (string, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -81,7 +81,7 @@ func (ca *testCA) issue(t *testing.T, dir, file, cn string, dns ...string) (stri
 	return certFile, keyFile
 }
 
-func writePEM(t *testing.T, file, typ string, der []byte) {
+func writePEM(t testing.TB, file, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func writePEM(t *testing.T, file, typ string, der []byte) {
 }
 
 // freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t *testing.T, host string) string {
+func freeAddr(t testing.TB, host string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", host+":0")
 	if err != nil {
@@ -102,7 +102,7 @@ func freeAddr(t *testing.T, host string) string {
 // testCluster is n nodes on 127.0.0.{11..} in one process, each owning one
 // VIP 192.0.2.{11..}.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	ca      *testCA
 	keyFile string
@@ -112,7 +112,7 @@ type testCluster struct {
 	opts    []Options
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
+func newTestCluster(t testing.TB, n int) *testCluster {
 	t.Helper()
 	dir := t.TempDir()
 	tc := &testCluster{t: t, dir: dir, ca: newCA(t, dir, "cluster-ca")}
@@ -200,7 +200,7 @@ func (tc *testCluster) leader(among ...int) int {
 	return idx
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

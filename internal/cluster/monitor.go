@@ -182,33 +182,48 @@ func (n *Node) takeOver(members []Member, now, leaderSince time.Time, prevLeader
 			load[o]++
 		}
 	}
-	type move struct {
-		vip  netip.Addr
-		from string
-	}
-	var moves []move
+	var moving []netip.Addr
+	from := map[netip.Addr]string{}
 	for v, o := range vips {
 		if slices.Contains(down, o) {
-			moves = append(moves, move{v, o})
+			moving = append(moving, v)
+			from[v] = o
 		}
 	}
-	// Deterministic: VIPs in address order, each to the least-loaded
-	// survivor, ties by node ID.
-	slices.SortFunc(moves, func(a, b move) int { return a.vip.Compare(b.vip) })
-	for _, m := range moves {
+	for _, m := range assign(moving, load) {
+		n.log.Info("cluster: taking over VIP", "vip", m.vip, "from", from[m.vip], "to", m.to)
+		if err := n.setVIPNow(m.vip, from[m.vip], m.to); err != nil {
+			n.log.Warn("cluster: VIP takeover", "vip", m.vip, "err", err)
+		}
+	}
+}
+
+type assignment struct {
+	vip netip.Addr
+	to  string
+}
+
+// assign gives each VIP, in address order, to the node with the fewest
+// VIPs (load, updated as it goes), ties broken by node ID: deterministic,
+// so a new leader repeating a half-done round makes the same choices.
+func assign(vips []netip.Addr, load map[string]int) []assignment {
+	vips = slices.Clone(vips)
+	slices.SortFunc(vips, netip.Addr.Compare)
+	out := make([]assignment, 0, len(vips))
+	for _, v := range vips {
 		to := ""
 		for id, l := range load {
 			if to == "" || l < load[to] || (l == load[to] && id < to) {
 				to = id
 			}
 		}
-		n.log.Info("cluster: taking over VIP", "vip", m.vip, "from", m.from, "to", to)
-		if err := n.setVIPNow(m.vip, m.from, to); err != nil {
-			n.log.Warn("cluster: VIP takeover", "vip", m.vip, "err", err)
-			continue
+		if to == "" {
+			break
 		}
 		load[to]++
+		out = append(out, assignment{v, to})
 	}
+	return out
 }
 
 // setVIPNow applies a VIP move from the leader's monitor, bounded so a

@@ -223,12 +223,20 @@ func TestSnapshotCatchUp(t *testing.T) {
 	}
 }
 
-// TestTakeover: the leader is closed; a new leader is elected and gives
-// the dead node's VIP, and the SAs on it, to a survivor.
+// TestTakeover: a node is closed, the leader or a follower; the (new)
+// leader gives the dead node's VIP, and the SAs on it, to a survivor.
 func TestTakeover(t *testing.T) {
+	t.Run("leader", func(t *testing.T) { testTakeover(t, true) })
+	t.Run("follower", func(t *testing.T) { testTakeover(t, false) })
+}
+
+func testTakeover(t *testing.T, killLeader bool) {
 	tc := newTestCluster(t, 3)
 	tc.startAll()
 	li := tc.leader()
+	if !killLeader {
+		li = (li + 1) % 3
+	}
 	victim := tc.nodes[li]
 	vid := tc.peers[li].ID
 	vvip := tc.peers[li].VIPs[0].Addr()
@@ -253,6 +261,11 @@ func TestTakeover(t *testing.T) {
 
 	killed := time.Now()
 	victim.Close()
+	waitFor(t, 8*time.Second, "new leader", func() bool {
+		l := survivors[0].Leader()
+		return l != "" && l != vid && survivors[1].Leader() == l
+	})
+	t.Logf("new leader %s after %v", survivors[0].Leader(), time.Since(killed))
 	var to string
 	for i, ch := range events {
 		timeout := time.After(8 * time.Second)
