@@ -53,10 +53,12 @@ func TestBenchResponders(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond) // let the responder finish starting
 		rss0 := rssKiB(t, pid)
+		buf0 := udpRcvbufErrors(t, b)
 		s := b.load(t, append(args, "--watch-pid", strconv.Itoa(pid))...)
 		rss1 := rssKiB(t, pid)
 		rows = append(rows, row(peer, child, s, n, rss0, rss1))
-		t.Logf("%s: retransmits %d, client drops %+v, failures %v", peer, s.Retransmits, s.Drops, s.Failures)
+		t.Logf("%s: retransmits %d, client drops %+v, responder namespace UDP receive buffer overflows %d, failures %v",
+			peer, s.Retransmits, s.Drops, udpRcvbufErrors(t, b)-buf0, s.Failures)
 		b.lab.Close()
 	}
 	t.Logf("\n| responder | child SA | clients | established | failed | setup rate /s | setup p50 / p99 ms | responder CPU per setup ms | DPD /s | DPD RTT p50 / p99 ms | DPD timeouts | responder CPU per DPD µs | responder CPU during DPD | load CPU during setup / DPD | responder RSS per IKE SA KiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n%s",
@@ -162,4 +164,33 @@ func env(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// udpRcvbufErrors reads the server namespace's UDP RcvbufErrors counter
+// (/proc/net/snmp): datagrams dropped because a socket's receive buffer
+// was full.
+func udpRcvbufErrors(t *testing.T, b *bench) int {
+	t.Helper()
+	out, err := b.srv.Run("cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.Atoi(f[i])
+				return v
+			}
+		}
+	}
+	return -1
 }
