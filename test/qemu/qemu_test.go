@@ -43,7 +43,7 @@ func TestKernelDataPlane(t *testing.T) {
 			for _, g := range p.tests {
 				t.Run(g.name, func(t *testing.T) {
 					for _, l := range g.lines {
-						t.Log(l)
+						t.Log(strings.TrimPrefix(l, "    ")) // t.Log indents again
 					}
 					switch g.result {
 					case "PASS":
