@@ -342,3 +342,37 @@ func TestQuorumLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestWitness: a witness votes without a key or VIPs and is never given a
+// failed node's VIP; with it, two data nodes keep a majority.
+func TestWitness(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.peers[2].Witness = true
+	tc.peers[2].VIPs = nil
+	tc.opts[2].KeyFile = ""
+	tc.startAll()
+	li := tc.leader()
+	w := tc.nodes[2]
+	if err := w.ApplyRecords(context.Background(), []ike.Record{testRecord(1, vip1)}); err == nil {
+		t.Fatal("witness applied records")
+	}
+	if _, err := w.Records("node1"); err == nil {
+		t.Fatal("witness decrypted records")
+	}
+	waitFor(t, 5*time.Second, "VIPs claimed", func() bool { return len(w.VIPs()) == 2 })
+	// Close the data node that is not the leader, or node1 if the witness
+	// leads; the other data node must get the VIP.
+	victim := 0
+	if li == 0 {
+		victim = 1
+	}
+	vip := tc.peers[victim].VIPs[0].Addr()
+	heir := tc.peers[1-victim].ID
+	tc.nodes[victim].Close()
+	waitFor(t, 8*time.Second, "VIP to the surviving data node", func() bool {
+		return w.VIPs()[vip] == heir && tc.nodes[1-victim].VIPs()[vip] == heir
+	})
+	if !w.Serving() || !tc.nodes[1-victim].Serving() {
+		t.Fatal("the majority stopped serving")
+	}
+}
