@@ -59,9 +59,17 @@ func TestStrongSwanScale(t *testing.T) {
 	mark := time.Now()
 	firstErrors(t, "starting charon", parallel(scaleClients, func(i int) error {
 		c := e.clients[i-1]
-		d, err := swan.Start(c.ns, filepath.Join(e.dir, fmt.Sprintf("swan%d", i)),
+		dir := filepath.Join(e.dir, fmt.Sprintf("swan%d", i))
+		d, err := swan.Start(c.ns, dir,
 			swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", ""), swan.Options{LibIPsec: true, LogLevel: -1})
 		c.swan = d
+		// swan.Start waits for the VICI socket file, which charon creates
+		// a moment before it accepts on it; with 50 starting at once,
+		// swanctl sometimes gets there first (ECONNREFUSED, exit 111).
+		for try := 0; d != nil && err != nil && try < 20; try++ {
+			time.Sleep(100 * time.Millisecond)
+			_, err = d.Swanctl("--load-all", "--file", filepath.Join(dir, "swanctl.conf"))
+		}
 		return err
 	}))
 	tCharon := time.Since(mark)
