@@ -14,7 +14,7 @@ import (
 
 // Addresses of the NAT test: the client sits on a private LAN behind a
 // router that masquerades it to the router's address on the gateway's
-// bridge, picking source ports from natPorts.
+// bridge, picking UDP source ports from natPortLo-natPortHi.
 const (
 	natRouterOut = "10.99.0.254"
 	natRouterLAN = "192.168.77.1"
