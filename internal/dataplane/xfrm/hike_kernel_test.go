@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -401,4 +402,41 @@ func withoutKeys(s string) string {
 		out = append(out, line)
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestKernelAddSAsAdopts: installing an SA the kernel already holds with
+// the same keys keeps it and its counters (a restarted daemon reinstalls
+// what it left behind); the same ID with other keys still fails.
+func TestKernelAddSAsAdopts(t *testing.T) {
+	l := newLab(t)
+	c := tunnelCase{alg: dp.Algorithm{Encr: dp.EncrAESGCM16, EncrKeyBits: 128}, esn: true, window: 64}
+	aOut, aIn, ia, ib := l.child(40, c)
+	if err := l.ping(ia, ib, 2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ek, _, _ := c.alg.KeyLen()
+	pair := dp.SAPair{
+		In:  dp.SA{ID: aIn, ReqID: 140, Alg: c.alg, EncrKey: key(ek, 0x20), ESN: true, ReplayWindow: 64},
+		Out: dp.SA{ID: aOut, ReqID: 140, Alg: c.alg, EncrKey: key(ek, 0x10), ESN: true, Lifetime: dp.Lifetime{SoftPackets: 1000, HardPackets: 2000}},
+	}
+	if err := l.a.AddSAs(pair); err != nil {
+		t.Fatalf("AddSAs of the installed pair: %v", err)
+	}
+	if seq, err := l.a.OutboundSeq(aOut); err != nil || seq != 2 {
+		t.Fatalf("adopted outbound SA at %d, %v; want its 2 packets kept", seq, err)
+	}
+	if r, err := l.a.ReplayState(aIn); err != nil || r.Seq != 2 {
+		t.Fatalf("adopted inbound SA %+v, %v; want its window top 2 kept", r, err)
+	}
+	if err := l.ping(ia, ib, 1, 5*time.Second); err != nil {
+		t.Fatalf("after adopting: %v", err)
+	}
+	other := pair
+	other.Out.EncrKey = key(ek, 0x77)
+	if err := l.a.AddSAs(other); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("AddSAs with other keys under the same ID: %v, want EEXIST", err)
+	}
+	if err := l.ping(ia, ib, 1, 5*time.Second); err != nil {
+		t.Fatalf("the refused pair disturbed the installed one: %v", err)
+	}
 }
