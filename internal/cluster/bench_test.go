@@ -21,45 +21,54 @@ func BenchmarkApplyRecords(b *testing.B) {
 	js, _ := json.Marshal(testRecord(1, vip1))
 	b.Logf("record: %d bytes as JSON", len(js))
 	for _, where := range []string{"leader", "follower"} {
-		for _, w := range []int{1, 16, 256} {
-			b.Run(fmt.Sprintf("%s/writers=%d", where, w), func(b *testing.B) {
-				tc := newTestCluster(b, 3)
-				tc.startAll()
-				li := tc.leader()
-				nd := tc.nodes[li]
-				if where == "follower" {
-					nd = tc.nodes[(li+1)%3]
-				}
-				recs := make([]ike.Record, w)
-				for i := range recs {
-					recs[i] = testRecord(uint64(i+1), vip1)
-				}
-				before := tc.nodes[li].raft.Stats()["last_log_index"]
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				b.ResetTimer()
-				start := time.Now()
-				for i := range w {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for next.Add(1) <= int64(b.N) {
-							if err := nd.ApplyRecords(context.Background(), recs[i:i+1]); err != nil {
-								b.Error(err)
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
-				el := time.Since(start)
-				b.StopTimer()
-				after := tc.nodes[li].raft.Stats()["last_log_index"]
-				x, _ := strconv.Atoi(before)
-				y, _ := strconv.Atoi(after)
-				b.ReportMetric(float64(b.N)/el.Seconds(), "records/s")
-				b.ReportMetric(float64(y-x)/float64(b.N), "entries/op")
-			})
+		for _, bw := range []time.Duration{DefaultBatchWindow, time.Millisecond} {
+			for _, w := range []int{1, 16, 256} {
+				benchApply(b, where, bw, w)
+			}
 		}
 	}
+}
+
+func benchApply(b *testing.B, where string, window time.Duration, w int) {
+	b.Run(fmt.Sprintf("%s/window=%v/writers=%d", where, window, w), func(b *testing.B) {
+		tc := newTestCluster(b, 3)
+		for i := range tc.opts {
+			tc.opts[i].BatchWindow = window
+		}
+		tc.startAll()
+		li := tc.leader()
+		nd := tc.nodes[li]
+		if where == "follower" {
+			nd = tc.nodes[(li+1)%3]
+		}
+		recs := make([]ike.Record, w)
+		for i := range recs {
+			recs[i] = testRecord(uint64(i+1), vip1)
+		}
+		before := tc.nodes[li].raft.Stats()["last_log_index"]
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		start := time.Now()
+		for i := range w {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(b.N) {
+					if err := nd.ApplyRecords(context.Background(), recs[i:i+1]); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		el := time.Since(start)
+		b.StopTimer()
+		after := tc.nodes[li].raft.Stats()["last_log_index"]
+		x, _ := strconv.Atoi(before)
+		y, _ := strconv.Atoi(after)
+		b.ReportMetric(float64(b.N)/el.Seconds(), "records/s")
+		b.ReportMetric(float64(y-x)/float64(b.N), "entries/op")
+	})
 }

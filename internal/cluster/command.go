@@ -144,8 +144,7 @@ func (r *reader) addr() netip.Addr {
 	}
 }
 
-// decodeCommand parses an entry. Blobs alias b: the FSM keeps them, and raft
-// does not reuse the slice it hands to Apply.
+// decodeCommand parses an entry. Blobs alias b.
 func decodeCommand(b []byte) (*command, error) {
 	r := &reader{b: b}
 	if r.byte() != cmdVersion {

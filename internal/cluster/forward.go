@@ -117,11 +117,14 @@ func (n *Node) serveForward(c *tls.Conn, peer string) {
 	case <-n.stop:
 		return
 	}
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		// Unblock reads when the node closes.
 		select {
 		case <-n.stop:
 		case <-n.stream.done:
+		case <-done:
 		}
 		c.Close()
 	}()

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -56,7 +57,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 				delete(f.sas, op.key)
 				continue
 			}
-			f.sas[op.key] = &saEntry{owner: c.owner, local: op.local, blob: op.blob}
+			// A copy: the entry's buffer would otherwise stay alive as long as
+			// any one of its records, and raft makes no promise about reuse.
+			f.sas[op.key] = &saEntry{owner: c.owner, local: op.local, blob: bytes.Clone(op.blob)}
 		}
 		f.mu.Unlock()
 		return nil
