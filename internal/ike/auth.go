@@ -172,7 +172,7 @@ func (e *Engine) respondAuth(sa *SA, in *inbound, w *wire.Builder) (postAction, 
 	if req.hasChild {
 		c, prop, err := e.respondChild(sa, &req.child)
 		if err == nil {
-			err = e.keyChild(sa, c, nil, sa.hs0().ni, sa.hs0().nr, false)
+			err = e.keyChild(sa, c, nil, sa.hs.ni, sa.hs.nr, false)
 		}
 		var f *childFailure
 		switch {
@@ -194,10 +194,6 @@ func (e *Engine) respondAuth(sa *SA, in *inbound, w *wire.Builder) (postAction, 
 	sa.hs = nil
 	return postNone, nil
 }
-
-// hs0 returns the handshake state while it is still there; respondAuth
-// drops it only at the very end.
-func (sa *SA) hs0() *handshake { return sa.hs }
 
 // authConn picks the connection for a peer identity: the one chosen in
 // IKE_SA_INIT if its remote identity matches, otherwise another with the

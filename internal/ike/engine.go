@@ -171,7 +171,7 @@ func New(cfg Config) *Engine {
 		now:   time.Now,
 	}
 	e.cookies.rotate()
-	e.logLimit.init(20, time.Second)
+	e.logLimit.init(20)
 	e.wheel = newWheel(50*time.Millisecond, 8192, func(sa *SA) {
 		select {
 		case e.fast <- job{sa: sa, timer: true}:
@@ -197,6 +197,26 @@ func (e *Engine) Start() {
 		go e.worker(e.hs)
 	}
 	go e.wheel.run()
+	e.wg.Add(1)
+	go e.rotateCookies()
+}
+
+// cookieRotation is how often the cookie secret changes (RFC 7296 §2.6
+// asks for a periodic change); a cookie stays valid across one change.
+const cookieRotation = 2 * time.Minute
+
+func (e *Engine) rotateCookies() {
+	defer e.wg.Done()
+	t := time.NewTicker(cookieRotation)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.quit:
+			return
+		case <-t.C:
+			e.cookies.rotate()
+		}
+	}
 }
 
 // Close stops the engine. SAs are not deleted: a daemon that restarts from

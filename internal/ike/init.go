@@ -47,7 +47,7 @@ func (e *Engine) handleInitRequest(local, remote netip.AddrPort, b []byte) {
 		return
 	}
 	if t := e.cfg.CookieThreshold; t >= 0 && e.halfOpen.Load() >= int64(t) {
-		want := e.cookies.make(req.nonce, remote.Addr(), h.SPIi, 0)
+		want := e.cookies.make(req.nonce, remote.Addr(), h.SPIi)
 		if !e.cookies.valid(req.cookie, req.nonce, remote.Addr(), h.SPIi) {
 			e.stats.CookiesSent.Add(1)
 			e.initError(local, remote, h, wire.COOKIE, want)
@@ -479,7 +479,7 @@ func (c *cookieSecret) rotate() {
 	c.mu.Unlock()
 }
 
-func (c *cookieSecret) make(ni []byte, addr netip.Addr, spii uint64, _ int) []byte {
+func (c *cookieSecret) make(ni []byte, addr netip.Addr, spii uint64) []byte {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return cookieWith(c.version, &c.cur, ni, addr, spii)

@@ -60,7 +60,7 @@ type rateLimiter struct {
 	last   time.Time
 }
 
-func (r *rateLimiter) init(perSecond int, _ time.Duration) {
+func (r *rateLimiter) init(perSecond int) {
 	r.max, r.rate, r.tokens = float64(perSecond), float64(perSecond), float64(perSecond)
 	r.last = time.Now()
 }
