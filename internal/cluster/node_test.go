@@ -376,3 +376,74 @@ func TestWitness(t *testing.T) {
 		t.Fatal("the majority stopped serving")
 	}
 }
+
+// TestPartition: a node, the leader or a follower, is cut off from the
+// network but keeps running. It must stop serving before the majority
+// gives its VIP to another node, so the VIP is never served twice.
+func TestPartition(t *testing.T) {
+	t.Run("leader", func(t *testing.T) { testPartition(t, true) })
+	t.Run("follower", func(t *testing.T) { testPartition(t, false) })
+}
+
+func testPartition(t *testing.T, leader bool) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	li := tc.leader()
+	if !leader {
+		li = (li + 1) % 3
+	}
+	iso := tc.nodes[li]
+	vid, vvip := tc.peers[li].ID, tc.peers[li].VIPs[0].Addr()
+	waitFor(t, 5*time.Second, "VIPs claimed", func() bool { return len(iso.VIPs()) == 3 })
+	waitFor(t, 5*time.Second, "serving", iso.Serving)
+	isoEv, cancel := iso.Subscribe()
+	defer cancel()
+	var majEv []<-chan Event
+	for i, nd := range tc.nodes {
+		if i != li {
+			ch, cancel := nd.Subscribe()
+			defer cancel()
+			majEv = append(majEv, ch)
+		}
+	}
+	cut := time.Now()
+	iso.stream.cut.Store(true)
+
+	stopped := make(chan time.Time, 1)
+	go func() {
+		for e := range isoEv {
+			if e.Kind == EventServing && !e.Serving {
+				stopped <- time.Now()
+				return
+			}
+		}
+	}()
+	var movedAt time.Time
+	timeout := time.After(8 * time.Second)
+	for movedAt.IsZero() {
+		select {
+		case e := <-majEv[0]:
+			if e.Kind == EventVIP && e.VIP == vvip && e.From == vid {
+				movedAt = time.Now()
+			}
+		case <-timeout:
+			t.Fatal("the majority did not take the VIP over")
+		}
+	}
+	var stopAt time.Time
+	select {
+	case stopAt = <-stopped:
+	case <-time.After(8 * time.Second):
+		t.Fatal("isolated node never stopped serving")
+	}
+	if !stopAt.Before(movedAt) {
+		t.Fatalf("VIP moved %v before the isolated node stopped serving", stopAt.Sub(movedAt))
+	}
+	t.Logf("isolated node stopped serving after %v, majority moved its VIP after %v", stopAt.Sub(cut), movedAt.Sub(cut))
+	if iso.Serving() {
+		t.Fatal("isolated node serving")
+	}
+	if got := iso.VIPs()[vvip]; got != vid {
+		t.Fatalf("isolated node's map changed without a majority: %q", got)
+	}
+}

@@ -189,7 +189,12 @@ type streamLayer struct {
 	seen  sync.Map // node ID -> *atomic.Int64 (unix nanoseconds)
 	rejct atomic.Int64
 	wg    sync.WaitGroup
+	// cut simulates a network partition in tests: no connection is made
+	// and every existing one fails.
+	cut atomic.Bool
 }
+
+var errCut = errors.New("cluster: partitioned (test)")
 
 func newStreamLayer(id *identity, addr string, fwd func(*tls.Conn, string)) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -240,7 +245,7 @@ func (s *streamLayer) serve(c net.Conn) {
 		return
 	}
 	peer, _ := s.id.peerNode(tc.ConnectionState())
-	if !s.id.fromPeer(peer, c.RemoteAddr()) {
+	if !s.id.fromPeer(peer, c.RemoteAddr()) || s.cut.Load() {
 		s.rejct.Add(1)
 		tc.Close()
 		return
@@ -261,7 +266,7 @@ func (s *streamLayer) serve(c net.Conn) {
 		return
 	}
 	select {
-	case s.raft <- &peekedConn{Conn: tc, r: br}:
+	case s.raft <- &peekedConn{Conn: tc, r: br, cut: &s.cut}:
 	case <-s.done:
 		tc.Close()
 	}
@@ -270,14 +275,35 @@ func (s *streamLayer) serve(c net.Conn) {
 // peekedConn returns the byte that routing peeked before the rest.
 type peekedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r   *bufio.Reader
+	cut *atomic.Bool
 }
 
 func (p *peekedConn) Read(b []byte) (int, error) {
-	if p.r.Buffered() > 0 {
-		return p.r.Read(b)
+	if p.cut.Load() {
+		p.Conn.Close()
+		return 0, errCut
 	}
-	return p.Conn.Read(b)
+	var n int
+	var err error
+	if p.r.Buffered() > 0 {
+		n, err = p.r.Read(b)
+	} else {
+		n, err = p.Conn.Read(b)
+	}
+	if p.cut.Load() {
+		p.Conn.Close()
+		return 0, errCut
+	}
+	return n, err
+}
+
+func (p *peekedConn) Write(b []byte) (int, error) {
+	if p.cut.Load() {
+		p.Conn.Close()
+		return 0, errCut
+	}
+	return p.Conn.Write(b)
 }
 
 func (s *streamLayer) Accept() (net.Conn, error) {
@@ -307,10 +333,13 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	if err != nil {
 		return nil, err
 	}
-	return &seenConn{Conn: c, at: s.seenOf(peer)}, nil
+	return &seenConn{Conn: c, at: s.seenOf(peer), cut: &s.cut}, nil
 }
 
 func (s *streamLayer) dial(address string, timeout time.Duration) (*tls.Conn, string, error) {
+	if s.cut.Load() {
+		return nil, "", errCut
+	}
 	peer, ok := s.id.byAddr[address]
 	if !ok {
 		return nil, "", fmt.Errorf("cluster: %s is not a configured peer address", address)
@@ -353,11 +382,28 @@ func (s *streamLayer) lastSeen(peer string) time.Time {
 
 type seenConn struct {
 	net.Conn
-	at *atomic.Int64
+	at  *atomic.Int64
+	cut *atomic.Bool
+}
+
+func (c *seenConn) Write(b []byte) (int, error) {
+	if c.cut.Load() {
+		c.Conn.Close()
+		return 0, errCut
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *seenConn) Read(b []byte) (int, error) {
+	if c.cut.Load() {
+		c.Conn.Close()
+		return 0, errCut
+	}
 	n, err := c.Conn.Read(b)
+	if c.cut.Load() {
+		c.Conn.Close()
+		return 0, errCut
+	}
 	if n > 0 {
 		c.at.Store(time.Now().UnixNano())
 	}
