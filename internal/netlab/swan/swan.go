@@ -137,10 +137,18 @@ swanctl {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := d.Swanctl("--load-all", "--file", filepath.Join(dir, "swanctl.conf")); err != nil {
-		return d, err
+	// charon creates its VICI socket a moment before it accepts on it;
+	// with many daemons starting at once the first swanctl can be refused.
+	for {
+		_, err := d.Swanctl("--load-all", "--file", filepath.Join(dir, "swanctl.conf"))
+		if err == nil {
+			return d, nil
+		}
+		if time.Now().After(deadline) || p.Exited() {
+			return d, err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return d, nil
 }
 
 func (d *Daemon) vici() string { return filepath.Join(d.Dir, "charon.vici") }
