@@ -21,7 +21,7 @@ func newLoadCmd() *cobra.Command {
 		target, rate, dpd, duration, retransmit string
 		pskFile, pskEnv, idFmt, sources         string
 		logLevel                                string
-		proposals                               []string
+		proposals, espProposals                 []string
 		watch                                   []int
 		asJSON                                  bool
 		o                                       loadgen.Options
@@ -77,6 +77,7 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 			}
 			o.IDFormat = idFmt
 			o.IKEProposals = proposals
+			o.ESPProposals = espProposals
 			o.WatchPIDs = watch
 			if err := o.Validate(); err != nil {
 				return err
@@ -108,9 +109,11 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 	f.StringVar(&pskEnv, "psk-env", "", "environment variable holding the pre-shared key")
 	f.StringVar(&idFmt, "id-fmt", "client%d.load", "client identity with one %d for the client's index; empty: the source address")
 	f.StringVar(&sources, "sources", "", "comma-separated local prefixes or addresses to spread clients over (must exist); default: the route's source")
-	f.Uint16Var(&o.LocalPort, "port", 0, "clients' local UDP port, shared by all; 0 picks a free one")
+	f.Uint16Var(&o.LocalPort, "port", 500, "clients' local UDP port, shared by all (500 adds 4500 for NAT-T); 0 picks a free one")
 	f.StringSliceVar(&proposals, "ike-proposal", nil, "IKE proposal in hike's syntax (repeatable); default hike's defaults")
+	f.StringSliceVar(&espProposals, "esp-proposal", nil, "ESP proposal for --child in hike's syntax (repeatable); default hike's defaults")
 	f.BoolVar(&o.Child, "child", false, "negotiate a Child SA with each IKE SA (keys derived, not installed)")
+	f.BoolVar(&o.VirtualIP, "vip", false, "request a virtual IP, which becomes the Child SA's selector (needed with strongSwan's kernel-libipsec)")
 	f.BoolVar(&o.RFC6311, "rfc6311", true, "advertise RFC 6311 message ID and replay counter sync")
 	f.StringVar(&duration, "duration", "0", "run time from the start; 0 stops once every client has its setup outcome")
 	f.StringVar(&retransmit, "retransmit", "0", "first retransmission timeout; 0 is the engine's default (2s)")

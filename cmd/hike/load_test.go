@@ -59,7 +59,7 @@ func TestReadPSKTrimsTheNewline(t *testing.T) {
 // every client stays pending, and --json prints a summary that says so.
 func TestLoadJSONOnLoopback(t *testing.T) {
 	t.Setenv("HIKE_LOAD_TEST_PSK", "a pre-shared key")
-	out, err := runLoad(t, "--target", "127.0.0.1:9", "--clients", "5", "--rate", "50/s", "--psk-env", "HIKE_LOAD_TEST_PSK",
+	out, err := runLoad(t, "--target", "127.0.0.1:9", "--port", "0", "--clients", "5", "--rate", "50/s", "--psk-env", "HIKE_LOAD_TEST_PSK",
 		"--duration", "300ms", "--json")
 	if err != nil {
 		t.Fatal(err)

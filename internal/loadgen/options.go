@@ -39,13 +39,23 @@ type Options struct {
 	// address the kernel picks towards Target.
 	Sources []netip.Prefix
 	// LocalPort is the clients' UDP port (all share it: responders tell
-	// SAs apart by SPI); 0 picks a free one.
+	// SAs apart by SPI); 0 picks a free one. Port 500 adds 4500 for NAT-T;
+	// from any other port an SA cannot follow a responder that detects
+	// (or, like strongSwan with kernel-libipsec, fakes) a NAT to 4500.
 	LocalPort uint16
 	// IKEProposals in hike's syntax; empty means hike's defaults.
 	IKEProposals []string
+	// ESPProposals for the Child SA in hike's syntax; empty means hike's
+	// defaults.
+	ESPProposals []string
 	// Child requests one Child SA per IKE SA; keys are derived but no data
 	// plane is involved.
 	Child bool
+	// VirtualIP asks the responder for an address (CP, RFC 7296 §2.19),
+	// which then becomes the Child SA's selector: a responder that routes
+	// traffic for the client's outer address into a tunnel (strongSwan
+	// with kernel-libipsec) cannot otherwise give it a Child SA.
+	VirtualIP bool
 	// RFC6311 advertises IKEV2_MESSAGE_ID_SYNC_SUPPORTED and
 	// IPSEC_REPLAY_COUNTER_SYNC_SUPPORTED.
 	RFC6311 bool
@@ -96,6 +106,9 @@ func (o *Options) Validate() error {
 		}
 	}
 	if _, err := ikeProposals(o.IKEProposals); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := espProposals(o.ESPProposals); err != nil {
 		errs = append(errs, err)
 	}
 	fam := o.Target.Addr().Unmap().Is4()
@@ -244,6 +257,13 @@ func ikeProposals(texts []string) ([]wire.Proposal, error) {
 		texts = config.DefaultIKEProposals
 	}
 	return proposals(wire.ProtoIKE, texts)
+}
+
+func espProposals(texts []string) ([]wire.Proposal, error) {
+	if len(texts) == 0 {
+		texts = config.DefaultESPProposals
+	}
+	return proposals(wire.ProtoESP, texts)
 }
 
 func proposals(proto wire.ProtocolID, texts []string) ([]wire.Proposal, error) {

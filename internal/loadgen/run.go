@@ -1,9 +1,10 @@
 // Package loadgen is `hike load`: many simulated IKEv2 clients in one
 // process, each a real initiator on hike's own engine. One engine carries
 // every client's IKE SA as an event-driven state machine (no goroutine per
-// SA), and one UDP socket carries their traffic, sending from each client's
-// own source address; responders tell the SAs apart by SPI, so clients may
-// share an address and a port.
+// SA), and one UDP socket carries their traffic (two on port 500, the
+// second for NAT-T on 4500), sending from each client's own source address;
+// responders tell the SAs apart by SPI, so clients may share an address and
+// a port.
 package loadgen
 
 import (
@@ -18,10 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hike-vpn/hike/internal/config"
 	"github.com/hike-vpn/hike/internal/ike"
 	"github.com/hike-vpn/hike/internal/transport"
-	"github.com/hike-vpn/hike/internal/wire"
 )
 
 // run is the state of one load run shared by the ramp, the engine's
@@ -30,6 +29,7 @@ type run struct {
 	o       Options
 	eng     *ike.Engine
 	sock    *transport.Socket
+	natt    *transport.Socket // port 4500 beside port 500, else nil
 	port    uint16
 	srcs    []netip.Addr
 	names   []string // connection per client; one shared when nil
@@ -77,17 +77,24 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if o.Target.Addr().Is6() {
 		unspec = netip.IPv6Unspecified()
 	}
-	r.sock, err = transport.Listen(transport.ListenConfig{
-		Addr:  netip.AddrPortFrom(unspec, o.LocalPort),
-		Encap: o.Target.Port() == transport.PortNATT,
-		// A ramp of thousands per second answered in bursts: the
-		// default buffers would drop responses.
-		ReadBuffer: 8 << 20, WriteBuffer: 8 << 20,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening the clients' socket: %w", err)
+	// A ramp of thousands per second answered in bursts: the default
+	// buffers would drop responses.
+	lc := transport.ListenConfig{Addr: netip.AddrPortFrom(unspec, o.LocalPort),
+		Encap: o.Target.Port() == transport.PortNATT, ReadBuffer: 8 << 20, WriteBuffer: 8 << 20}
+	if r.sock, err = transport.Listen(lc); err != nil {
+		return nil, fmt.Errorf("opening the clients' socket on port %d: %w", o.LocalPort, err)
 	}
 	r.port = r.sock.LocalAddr().Port()
+	if r.port == transport.PortIKE {
+		// After IKE_SA_INIT finds a NAT (or a responder fakes one, as
+		// strongSwan's kernel-libipsec does) the engine moves an SA from
+		// 500 to 4500 (RFC 7296 §2.23).
+		lc.Addr, lc.Encap = netip.AddrPortFrom(unspec, transport.PortNATT), true
+		if r.natt, err = transport.Listen(lc); err != nil {
+			r.sock.Close()
+			return nil, fmt.Errorf("opening the clients' NAT-T socket on port 4500: %w", err)
+		}
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -104,8 +111,11 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	cpu := startCPU(o.WatchPIDs)
 	r.start = time.Now()
 	r.eng.Start()
-	served := make(chan error, 1)
-	go func() { served <- r.sock.Serve(handler{r}) }()
+	served := make(chan error, 2)
+	go func() { served <- r.sock.Serve(handler{r, r.port}) }()
+	if r.natt != nil {
+		go func() { served <- r.natt.Serve(handler{r, transport.PortNATT}) }()
+	}
 	progressDone := make(chan struct{})
 	go r.progress(progressDone)
 
@@ -131,6 +141,10 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	s.CPU = cpu.finish(elapsed, settledAt)
 	r.sock.Close()
 	<-served
+	if r.natt != nil {
+		r.natt.Close()
+		<-served
+	}
 	r.eng.Close()
 	return s, nil
 }
@@ -198,9 +212,19 @@ func (r *run) initiate(i int) {
 	local := netip.AddrPortFrom(r.srcs[i%len(r.srcs)], r.port)
 	t0 := time.Now()
 	r.initiated.Add(1)
-	err := r.eng.Initiate(name, local, func(_ ike.SAInfo, err error) {
+	err := r.eng.Initiate(name, local, func(info ike.SAInfo, err error) {
 		if err != nil {
 			r.fail(err.Error())
+			return
+		}
+		// The engine keeps an IKE SA whose first Child SA failed (RFC 7296
+		// §1.2); a run that asked for one counts it as a failed setup.
+		if r.o.Child && len(info.Children) == 0 {
+			r.fail("IKE SA up, Child SA refused")
+			return
+		}
+		if r.o.VirtualIP && info.VirtualIP == "" {
+			r.fail("IKE SA up, no virtual IP")
 			return
 		}
 		now := time.Now()
@@ -248,7 +272,11 @@ func (r *run) onExchange(x ike.ExchangeDone) {
 }
 
 func (r *run) send(local, remote netip.AddrPort, msg []byte) error {
-	err := r.sock.SendIKE(local.Addr(), remote, msg)
+	s := r.sock
+	if local.Port() == transport.PortNATT && r.natt != nil {
+		s = r.natt
+	}
+	err := s.SendIKE(local.Addr(), remote, msg)
 	if err != nil {
 		r.sendErrs.Add(1)
 	}
@@ -257,10 +285,13 @@ func (r *run) send(local, remote netip.AddrPort, msg []byte) error {
 
 // handler hands the socket's IKE datagrams to the engine, which copies
 // what it keeps.
-type handler struct{ r *run }
+type handler struct {
+	r    *run
+	port uint16
+}
 
 func (h handler) HandleIKE(p *transport.Packet) {
-	h.r.eng.HandleIKE(netip.AddrPortFrom(p.Local, h.r.port), p.Remote, p.Data)
+	h.r.eng.HandleIKE(netip.AddrPortFrom(p.Local, h.port), p.Remote, p.Data)
 }
 
 func (handler) HandleESP(*transport.Packet) {}
@@ -305,7 +336,7 @@ func (r *run) conns() ([]*ike.Conn, error) {
 	}
 	var children []*ike.ChildConfig
 	if o.Child {
-		esp, err := proposals(wire.ProtoESP, config.DefaultESPProposals)
+		esp, err := espProposals(o.ESPProposals)
 		if err != nil {
 			return nil, err
 		}
@@ -325,6 +356,7 @@ func (r *run) conns() ([]*ike.Conn, error) {
 			IKEProposals: props,
 			Children:     children,
 			DPDDelay:     o.DPD,
+			RequestVIP:   o.VirtualIP,
 			MIDSync:      o.RFC6311,
 			ReplaySync:   o.RFC6311,
 		}

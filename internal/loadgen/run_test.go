@@ -39,6 +39,7 @@ func responder(t *testing.T, psk string, dpd time.Duration) (netip.AddrPort, *ik
 		IKEProposals: ikeProps, DPDDelay: dpd, MIDSync: true, ReplaySync: true,
 		Children: []*ike.ChildConfig{{Name: "net", LocalTS: []ike.TrafficSelector{ike.PrefixTS(netip.MustParsePrefix("10.0.0.0/8"))},
 			RemoteDynamic: true, ESPProposals: espProps}},
+		Pool: ike.NewPool("load", netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.3.255")),
 	}
 	eng := ike.New(ike.Config{Conns: []*ike.Conn{conn}, CookieThreshold: -1,
 		Send: func(local, remote netip.AddrPort, msg []byte) error { return sock.SendIKE(local.Addr(), remote, msg) }})
@@ -173,5 +174,47 @@ func TestRunMaxInFlight(t *testing.T) {
 	}
 	if s.Initiated != 25 || s.Pending != 25 {
 		t.Fatalf("initiated %d pending %d with at most 25 in flight", s.Initiated, s.Pending)
+	}
+}
+
+// TestRunVirtualIP: with VirtualIP every client gets an address from the
+// responder's pool, and its Child SA is built on it.
+func TestRunVirtualIP(t *testing.T) {
+	target, resp := responder(t, testPSK, time.Hour)
+	const clients = 50
+	s, err := Run(context.Background(), Options{Target: target, Clients: clients, Rate: 500, PSK: []byte(testPSK),
+		IDFormat: "client%d.load", Sources: []netip.Prefix{netip.MustParsePrefix("127.79.0.0/24")}, Child: true, VirtualIP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Established != clients || s.Failed != 0 {
+		t.Fatalf("established %d failed %d %v", s.Established, s.Failed, s.Failures)
+	}
+	vips := map[string]bool{}
+	for _, sa := range resp.List() {
+		if sa.VirtualIP == "" || len(sa.Children) != 1 || sa.Children[0].RemoteTS[0] != sa.VirtualIP {
+			t.Fatalf("responder SA %+v: want a virtual IP that is the Child SA's remote selector", sa)
+		}
+		vips[sa.VirtualIP] = true
+	}
+	if len(vips) != clients {
+		t.Fatalf("%d distinct virtual IPs for %d clients", len(vips), clients)
+	}
+}
+
+// TestRunChildRefused: a responder that cannot give the Child SA leaves
+// the IKE SA up; the run counts the setup as failed, with the reason.
+func TestRunChildRefused(t *testing.T) {
+	target, _ := responder(t, testPSK, time.Hour)
+	// An ESP proposal the responder lacks: NO_PROPOSAL_CHOSEN for the
+	// Child SA only.
+	s, err := Run(context.Background(), Options{Target: target, Clients: 5, Rate: 500, PSK: []byte(testPSK),
+		IDFormat: "client%d.load", Sources: []netip.Prefix{netip.MustParsePrefix("127.80.0.0/24")}, Child: true,
+		ESPProposals: []string{"aes128-sha1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Failed != 5 || s.Failures["IKE SA up, Child SA refused"] != 5 || s.UpAtEnd != 5 {
+		t.Fatalf("failed %d %v, up %d: want 5 refused Child SAs on IKE SAs still up", s.Failed, s.Failures, s.UpAtEnd)
 	}
 }

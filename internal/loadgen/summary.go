@@ -18,6 +18,7 @@ type Summary struct {
 	SourceAddrs int     `json:"source_addresses"`
 	Rate        float64 `json:"rate_per_s"`
 	Child       bool    `json:"child_sa"`
+	VirtualIP   bool    `json:"virtual_ip"`
 	RFC6311     bool    `json:"rfc6311"`
 	DPDDelay    float64 `json:"dpd_delay_s"`
 	Elapsed     float64 `json:"elapsed_s"`
@@ -114,7 +115,7 @@ func (r *run) summary(elapsed time.Duration) *Summary {
 	st := r.eng.Stats()
 	s := &Summary{
 		Target: r.o.Target.String(), Clients: r.o.Clients, SourceAddrs: len(r.srcs), Rate: r.o.Rate,
-		Child: r.o.Child, RFC6311: r.o.RFC6311, DPDDelay: r.o.DPD.Seconds(), Elapsed: round3(elapsed.Seconds()),
+		Child: r.o.Child, VirtualIP: r.o.VirtualIP, RFC6311: r.o.RFC6311, DPDDelay: r.o.DPD.Seconds(), Elapsed: round3(elapsed.Seconds()),
 		Initiated: r.initiated.Load(), Established: r.established.Load(), Failed: r.failed.Load(),
 		UpAtEnd: st.Established.Load(), SetupLatency: latencyOf(&r.setup),
 		ResyncsSeen: st.SyncsAnswered.Load(), Retransmits: st.Retransmits.Load(), SendErrors: r.sendErrs.Load(),

@@ -35,7 +35,9 @@ func TestBenchResponders(t *testing.T) {
 	}
 	child := env("HIKE_BENCH_CHILD", "false") == "true"
 	if child {
-		args = append(args, "--child")
+		// Virtual IPs as the clients' selectors, as remote-access
+		// clients have them.
+		args = append(args, "--child", "--vip")
 	}
 	n, _ := strconv.Atoi(clients)
 	var rows []string
@@ -57,6 +59,9 @@ func TestBenchResponders(t *testing.T) {
 		s := b.load(t, append(args, "--watch-pid", strconv.Itoa(pid))...)
 		rss1 := rssKiB(t, pid)
 		rows = append(rows, row(peer, child, s, n, rss0, rss1))
+		if b.swan != nil && swanLogLevel() >= 0 {
+			t.Logf("charon log:\n%s", tail(b.swan.Log(), 80))
+		}
 		t.Logf("%s: retransmits %d, client drops %+v, responder namespace UDP receive buffer overflows %d, failures %v",
 			peer, s.Retransmits, s.Drops, udpRcvbufErrors(t, b)-buf0, s.Failures)
 		b.lab.Close()
@@ -95,6 +100,7 @@ func (b *bench) startSwan(t *testing.T, child bool) int {
         remote_addrs = %%any
         proposals = aes256gcm16-prfsha256-x25519, aes256-sha256-ecp256
         dpd_delay = 600s
+        pools = load
         local {
             auth = psk
             id = gw.load
@@ -112,12 +118,17 @@ func (b *bench) startSwan(t *testing.T, child bool) int {
         }
     }
 }
+pools {
+    load {
+        addrs = %s
+    }
+}
 secrets {
     ike-load {
         secret = "%s"
     }
 }
-`, serverAddr, psk)
+`, serverAddr, vipNet, psk)
 	extra := `dos_protection = no
     init_limit_half_open = 0
     init_limit_job_load = 0
@@ -126,7 +137,7 @@ secrets {
     ikesa_table_size = 32768
     ikesa_table_segments = 16
     reuse_ikesa = no`
-	d, err := swan.Start(b.srv, filepath.Join(b.dir, "swan"), conf, swan.Options{LibIPsec: child, LogLevel: -1, Extra: extra})
+	d, err := swan.Start(b.srv, filepath.Join(b.dir, "swan"), conf, swan.Options{LibIPsec: child, LogLevel: swanLogLevel(), Extra: extra})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +202,15 @@ func udpRcvbufErrors(t *testing.T, b *bench) int {
 				return v
 			}
 		}
+	}
+	return -1
+}
+
+// swanLogLevel is charon's log level: silent unless HIKE_BENCH_SWANLOG
+// asks for more (then the log is printed).
+func swanLogLevel() int {
+	if v, err := strconv.Atoi(os.Getenv("HIKE_BENCH_SWANLOG")); err == nil {
+		return v
 	}
 	return -1
 }

@@ -57,6 +57,8 @@ const (
 	serverAddr = "10.99.0.1"
 	clientAddr = "10.99.0.2"
 	clientNet  = "10.201.0.0/16"
+	vipNet     = "10.202.0.0/16"
+	insideAddr = "10.97.0.1"
 	psk        = "hike load integration test pre-shared key"
 )
 
@@ -71,6 +73,9 @@ log:
 # the clients are known, and cookies would add a round trip per setup.
 limits:
   half_open_cookie_threshold: 1000000
+pools:
+  load:
+    addrs: ` + vipNet + `
 secrets:
   load:
     psk: "` + psk + `"
@@ -83,6 +88,7 @@ connections:
       addrs: any
       id: "*.load"
     psk: load
+    pools: [load]
     dpd:
       delay: 600s
     children:
@@ -128,6 +134,9 @@ func newBench(t *testing.T) *bench {
 	// On lo a prefix makes every address in it local: 65,534 client
 	// addresses from one command.
 	must(t, b.cli.AddAddr("lo", netip.MustParsePrefix(clientNet)))
+	// The inside of the gateway, the responders' local selector: charon
+	// routes Child SA traffic from an address of it.
+	must(t, b.srv.AddAddr("lo", netip.MustParsePrefix(insideAddr+"/32")))
 	if out, err := b.srv.Run("ip", "route", "add", clientNet, "via", clientAddr); err != nil {
 		t.Fatalf("route: %v: %s", err, out)
 	}
@@ -219,6 +228,43 @@ func TestLoadAgainstHike(t *testing.T) {
 	}
 	if len(s.CPU) != 2 || s.CPU[1].Err != "" || s.CPU[1].Seconds <= 0 {
 		t.Fatalf("CPU of hike serve not measured: %+v", s.CPU)
+	}
+}
+
+// TestLoadAgainstStrongSwan: the same clients against a strongSwan
+// responder with kernel-libipsec, which fakes a NAT so that every SA moves
+// to port 4500 after IKE_SA_INIT, with virtual IPs as the clients'
+// selectors: all establish with their Child SA and DPD flows.
+func TestLoadAgainstStrongSwan(t *testing.T) {
+	if err := swan.Check(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("prerequisite missing under CI: %v", err)
+		}
+		t.Skipf("prerequisite missing: %v", err)
+	}
+	b := newBench(t)
+	b.startSwan(t, true)
+	const clients = 200
+	s := b.load(t, "--clients", fmt.Sprint(clients), "--rate", "200/s", "--dpd", "1", "--child", "--vip", "--duration", "5s")
+	if s.Established != clients || s.Failed != 0 || s.Pending != 0 || s.UpAtEnd != clients {
+		t.Fatalf("established %d, failed %d %v, pending %d, up at end %d; want all %d up",
+			s.Established, s.Failed, s.Failures, s.Pending, s.UpAtEnd, clients)
+	}
+	sas, err := b.swan.SAs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	children := 0
+	for _, sa := range sas {
+		if sa.State == "ESTABLISHED" && sa.RemotePort == "4500" {
+			children += len(sa.Children)
+		}
+	}
+	if len(sas) != clients || children != clients {
+		t.Fatalf("strongSwan lists %d IKE SAs with %d Child SAs on port 4500, want %d each; first %+v", len(sas), children, clients, sas[0])
+	}
+	if s.DPD.Timeouts != 0 || s.DPD.Completed < clients {
+		t.Fatalf("DPD %+v", s.DPD)
 	}
 }
 
