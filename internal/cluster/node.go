@@ -452,11 +452,22 @@ func (n *Node) applyLocal(cmd []byte) error {
 	return nil
 }
 
-// slogWriter turns raft's hclog lines into slog records.
+// slogWriter turns raft's hclog lines ("TIME [LEVEL] name: message:
+// k=v") into slog records; hclog passes warnings and errors only.
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn("raft", "msg", strings.TrimSpace(string(p)))
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	if i := strings.Index(line, "["); i >= 0 {
+		if j := strings.Index(line[i:], "]"); j > 0 {
+			if line[i+1:i+j] == "ERROR" {
+				level = slog.LevelError
+			}
+			line = strings.TrimSpace(line[i+j+1:])
+		}
+	}
+	w.l.Log(context.Background(), level, line)
 	return len(p), nil
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/cipher"
 	"os"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hike-vpn/hike/internal/ike"
@@ -61,5 +63,17 @@ func TestReadKeyFile(t *testing.T) {
 		if _, err := ReadKeyFile(p); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+func TestSlogWriter(t *testing.T) {
+	var buf bytes.Buffer
+	w := slogWriter{slog.New(slog.NewTextHandler(&buf, nil))}
+	w.Write([]byte("2026-11-27T17:00:00.000Z [ERROR] raft: failed to contact: id=node2\n"))
+	w.Write([]byte("2026-11-27T17:00:00.000Z [WARN]  raft: heartbeat timeout reached\n"))
+	out := buf.String()
+	if !strings.Contains(out, `level=ERROR msg="raft: failed to contact: id=node2"`) ||
+		!strings.Contains(out, `level=WARN msg="raft: heartbeat timeout reached"`) {
+		t.Fatalf("got:\n%s", out)
 	}
 }
