@@ -3,8 +3,8 @@ package cluster
 import (
 	"bytes"
 	"crypto/cipher"
-	"os"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
