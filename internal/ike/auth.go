@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -607,6 +609,12 @@ func idString(id wire.ID) string {
 			return a.String()
 		}
 	case wire.ID_DER_ASN1_DN:
+		var dn pkix.RDNSequence
+		if rest, err := asn1.Unmarshal(id.Data, &dn); err == nil && len(rest) == 0 {
+			var name pkix.Name
+			name.FillFromRDNSequence(&dn)
+			return name.String()
+		}
 		return "DN:" + fmt.Sprintf("%x", id.Data)
 	}
 	return fmt.Sprintf("%d:%x", id.Type, id.Data)

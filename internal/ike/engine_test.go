@@ -1,6 +1,8 @@
 package ike
 
 import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -273,4 +275,17 @@ func (x *rawExchange) process(e *Engine, sa *SA, in *inbound) error {
 		}
 	}
 	return nil
+}
+
+func TestIDStringDN(t *testing.T) {
+	der, err := asn1.Marshal(pkix.Name{CommonName: "gw.example", Organization: []string{"hike"}}.ToRDNSequence())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := idString(wire.ID{Type: wire.ID_DER_ASN1_DN, Data: der}); got != "CN=gw.example,O=hike" {
+		t.Fatalf("DN shown as %q", got)
+	}
+	if got := idString(wire.ID{Type: wire.ID_DER_ASN1_DN, Data: []byte{0xff}}); got != "DN:ff" {
+		t.Fatalf("undecodable DN shown as %q", got)
+	}
 }
