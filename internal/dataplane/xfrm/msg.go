@@ -561,6 +561,9 @@ type policyParams struct {
 	tmplSrc  netip.Addr
 	tmplDst  netip.Addr
 	reqid    uint32
+	// bypass makes a policy without a template: matching traffic
+	// passes in the clear whatever the IPsec policies below it say.
+	bypass bool
 }
 
 // updPolicyMsg builds XFRM_MSG_UPDPOLICY, which adds a policy or replaces
@@ -573,6 +576,9 @@ func updPolicyMsg(p *policyParams) []byte {
 	ne.PutUint32(b[152:], p.priority)
 	b[160] = p.dir
 	// action 0 = XFRM_POLICY_ALLOW, share 0 = XFRM_SHARE_ANY
+	if p.bypass {
+		return m
+	}
 	var t []byte
 	m, t = appendAttr(m, attrTmpl, sizeUserTmpl)
 	putAddr(t[0:], p.tmplDst)

@@ -145,3 +145,23 @@ func policyMsgs(p *dp.Policies) ([]policyParams, error) {
 }
 
 func anyPort(ts dp.TrafficSelector) bool { return ts.StartPort == 0 && ts.EndPort == 0xffff }
+
+// bypassPriority puts the IKE bypass policies ahead of every Child SA
+// policy, whose priorities lie above 200000-256*256-8*4-1.
+const bypassPriority = 1000
+
+// bypassMsgs returns, for each UDP port and address family, an out policy
+// for traffic from the port and an in policy for traffic to it, both
+// without a template.
+func bypassMsgs(ports []uint16) []policyParams {
+	const udp = 17
+	var out []policyParams
+	for _, all := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")} {
+		for _, port := range ports {
+			out = append(out,
+				policyParams{sel: selector{src: all, dst: all, proto: udp, sport: port, sportMask: 0xffff}, dir: policyOut, priority: bypassPriority, bypass: true},
+				policyParams{sel: selector{src: all, dst: all, proto: udp, dport: port, dportMask: 0xffff}, dir: policyIn, priority: bypassPriority, bypass: true})
+		}
+	}
+	return out
+}

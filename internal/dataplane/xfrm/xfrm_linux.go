@@ -368,6 +368,22 @@ func (b *Backend) InstallPolicies(p dp.Policies) error {
 	return nil
 }
 
+// BypassPorts installs policies that let UDP from and to the given local
+// ports (IKE's 500 and 4500) pass in the clear, in both address families.
+// Without them, traffic selectors that cover the gateways' own addresses
+// swallow IKE into the Child SA it negotiates: the responder's IKE_AUTH
+// response, sent after it installed the SA, goes out as ESP the initiator
+// cannot read yet. The policies stay in the kernel after Close.
+func (b *Backend) BypassPorts(ports ...uint16) error {
+	ps := bypassMsgs(ports)
+	for i := range ps {
+		if err := b.c.request(fmt.Sprintf("installing bypass policy for UDP port %d", ps[i].sel.sport|ps[i].sel.dport), updPolicyMsg(&ps[i]), 0, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RemovePolicies deletes what InstallPolicies installed, ignoring
 // policies that are already gone, and reports the first other failure.
 func (b *Backend) RemovePolicies(p dp.Policies) error {
