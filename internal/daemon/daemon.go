@@ -98,7 +98,17 @@ func (d *Daemon) openDataplane() (dataplane.Backend, error) {
 	d.log.Info("data plane selected", "kind", sel.Kind, "reason", sel.Reason)
 	switch sel.Kind {
 	case dataplane.KindXFRM:
-		return xfrm.Open(xfrm.Options{})
+		b, err := xfrm.Open(xfrm.Options{})
+		if err != nil {
+			return nil, err
+		}
+		// IKE must not travel inside the Child SAs it negotiates when
+		// their selectors cover the gateways' own addresses.
+		if err := b.BypassPorts(d.cfg.Listen.Port, d.cfg.Listen.NATTPort); err != nil {
+			b.Close()
+			return nil, err
+		}
+		return b, nil
 	case dataplane.KindUserspace:
 		return openUserspace(d)
 	}
