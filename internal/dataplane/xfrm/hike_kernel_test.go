@@ -145,13 +145,7 @@ func (b *Backend) saStats(id dp.SAID) (window, replay, integrity uint32, err err
 // §5.2), traffic must still flow, and a sender reusing sequence numbers
 // must be dropped by A's kernel.
 func TestKernelHikeRFC6311(t *testing.T) {
-	bin := os.Getenv("HIKE_BIN")
-	if bin == "" {
-		if os.Getenv("HIKE_QEMU") != "" || os.Getenv("CI") == "true" {
-			t.Fatal("HIKE_BIN is not set: the harness did not provide the hike binary")
-		}
-		t.Skip("HIKE_BIN (a hike binary) not set")
-	}
+	bin := hikeBin(t)
 	l := newLab(t)
 	ia, ib := l.inner(1)
 	dir := t.TempDir()
@@ -174,42 +168,11 @@ func TestKernelHikeRFC6311(t *testing.T) {
 	}
 	// A fixed jump rather than auto, so that GETAE can check it.
 	const outboundJump = 1 << 24
-	psk := make([]byte, 24)
-	rand.Read(psk)
-	conf := func(name, self, peer, localTS, remoteTS, extra, child string) string {
-		path := filepath.Join(dir, name+".yaml")
-		text := fmt.Sprintf(`listen:
-  addrs: [%[2]s]
-control_socket: %[1]s/%[3]s.sock
-dataplane: {kind: xfrm}
-%[7]ssecrets:
-  site:
-    psk: %[8]q
-log:
-  level: debug
-connections:
-  - name: site
-    local: {id: %[3]s.example, auth: psk}
-    remote: {addrs: %[4]s, id: %[9]s.example}
-    psk: site
-    ike: {proposals: [aes256-sha256-ecp256]}
-    dpd: {delay: 30s}
-    rfc6311: {message_id_sync: true, replay_counter_sync: true, outbound_jump: %[11]d}
-    children:
-      - name: net
-        local_ts: [%[5]s]
-        remote_ts: [%[6]s]
-        esp: {proposals: [aes256gcm16-esn]}
-%[10]s`, dir, self, name, peer, localTS, remoteTS, extra, hex.EncodeToString(psk), map[string]string{"a": "b", "b": "a"}[name], child, outboundJump)
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	psk := newPSK()
 	stateFile := filepath.Join(dir, "a.state")
-	confA := conf("a", "192.168.100.1", "[192.168.100.2]", "10.1.1.0/24", "10.2.1.0/24",
-		fmt.Sprintf("state:\n  path: %s\n  key_file: %s/a.key\n", stateFile, dir), "        start_action: start\n")
-	confB := conf("b", "192.168.100.2", "any", "10.2.1.0/24", "10.1.1.0/24", "", "")
+	confA := writeHikeConf(t, dir, psk, "a", "[192.168.100.2]", "10.1.1.0/24", "10.2.1.0/24",
+		fmt.Sprintf("state:\n  path: %s\n  key_file: %s/a.key\n", stateFile, dir), outboundJump)
+	confB := writeHikeConf(t, dir, psk, "b", "any", "10.2.1.0/24", "10.1.1.0/24", "", outboundJump)
 
 	t0 := time.Now()
 	b = l.startHike(bin, l.nsB, "B", confB)
@@ -390,6 +353,62 @@ func grep(s string, subs ...string) string {
 	return strings.Join(out, "\n")
 }
 
+func hikeBin(t *testing.T) string {
+	bin := os.Getenv("HIKE_BIN")
+	if bin == "" {
+		if os.Getenv("HIKE_QEMU") != "" || os.Getenv("CI") == "true" {
+			t.Fatal("HIKE_BIN is not set: the harness did not provide the hike binary")
+		}
+		t.Skip("HIKE_BIN (a hike binary) not set")
+	}
+	return bin
+}
+
+func newPSK() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// writeHikeConf writes name.yaml for gateway a (192.168.100.1, the
+// initiator) or b (192.168.100.2) of the lab: dataplane xfrm, PSK,
+// one site-to-site connection with an AES-GCM ESN Child SA and RFC 6311.
+func writeHikeConf(t *testing.T, dir, psk, name, peer, localTS, remoteTS, extra string, jump uint64) string {
+	t.Helper()
+	self, other, start := "192.168.100.1", "b", "        start_action: start\n"
+	if name == "b" {
+		self, other, start = "192.168.100.2", "a", ""
+	}
+	path := filepath.Join(dir, name+".yaml")
+	text := fmt.Sprintf(`listen:
+  addrs: [%[2]s]
+control_socket: %[1]s/%[3]s.sock
+dataplane: {kind: xfrm}
+%[7]ssecrets:
+  site:
+    psk: %[8]q
+log:
+  level: debug
+connections:
+  - name: site
+    local: {id: %[3]s.example, auth: psk}
+    remote: {addrs: %[4]s, id: %[9]s.example}
+    psk: site
+    ike: {proposals: [aes256-sha256-ecp256]}
+    dpd: {delay: 30s}
+    rfc6311: {message_id_sync: true, replay_counter_sync: true, outbound_jump: %[11]d}
+    children:
+      - name: net
+        local_ts: [%[5]s]
+        remote_ts: [%[6]s]
+        esp: {proposals: [aes256gcm16-esn]}
+%[10]s`, dir, self, name, peer, localTS, remoteTS, extra, psk, other, start, jump)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // withoutKeys drops the algorithm lines, which carry the keys, from `ip
 // xfrm state` output.
 func withoutKeys(s string) string {
@@ -438,5 +457,57 @@ func TestKernelAddSAsAdopts(t *testing.T) {
 	}
 	if err := l.ping(ia, ib, 1, 5*time.Second); err != nil {
 		t.Fatalf("the refused pair disturbed the installed one: %v", err)
+	}
+}
+
+// TestKernelHikeSelectorsCoverGateways: traffic selectors that contain the
+// gateways' own addresses (host-to-host protection of 192.168.100.1 <->
+// .2). IKE must stay outside the Child SA it negotiates, which takes the
+// bypass policies on the IKE ports; all other traffic between the hosts
+// goes through ESP.
+func TestKernelHikeSelectorsCoverGateways(t *testing.T) {
+	bin := hikeBin(t)
+	l := newLab(t)
+	dir := t.TempDir()
+	psk := newPSK()
+	confA := writeHikeConf(t, dir, psk, "a", "[192.168.100.2]", "192.168.100.1/32", "192.168.100.2/32", "", 1<<24)
+	confB := writeHikeConf(t, dir, psk, "b", "any", "192.168.100.2/32", "192.168.100.1/32", "", 1<<24)
+	b := l.startHike(bin, l.nsB, "B", confB)
+	var a *hikeProc
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range []*hikeProc{a, b} {
+				if p != nil {
+					t.Logf("%s output:\n%s", p.name, grep(p.out.String(), "level=INFO", "level=WARN", "level=ERROR"))
+				}
+			}
+		}
+	})
+	waitUntil(t, 20*time.Second, "B to listen", func() bool { return b.has(`msg=listening`) })
+	a = l.startHike(bin, l.nsA, "A", confA)
+	waitUntil(t, 30*time.Second, "the tunnel", func() bool { return a.has(`msg="Child SA established"`) })
+	_, spiOut, _, _ := childSPIs(t, bin, filepath.Join(dir, "a.sock"))
+	aOut := dp.SAID{SPI: spiOut, Src: l.outerA, Dst: l.outerB}
+	if err := l.ping(l.outerA, l.outerB, 3, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := l.a.Counters(aOut); err != nil || c.Packets != 3 {
+		t.Fatalf("A's outbound SA counted %+v, %v; want the 3 pings and no IKE", c, err)
+	}
+	// IKE still flows in the clear once the Child SA is up: a request
+	// with an answer, here an RFC 6311 sync started by hand, completes
+	// without the Child SA counting a packet.
+	raw, err := exec.Command(bin, "sa", "list", "--json", "--socket", filepath.Join(dir, "a.sock")).Output()
+	var sas []struct {
+		ID string `json:"id"`
+	}
+	if err != nil || json.Unmarshal(raw, &sas) != nil || len(sas) != 1 {
+		t.Fatalf("hike sa list: %v\n%s", err, raw)
+	}
+	if out, err := exec.Command(bin, "sa", "resync", sas[0].ID, "--socket", filepath.Join(dir, "a.sock")).CombinedOutput(); err != nil {
+		t.Fatalf("hike sa resync: %v\n%s", err, out)
+	}
+	if c, err := l.a.Counters(aOut); err != nil || c.Packets != 3 {
+		t.Fatalf("A's outbound SA counted %+v, %v after IKE traffic; want only the 3 pings", c, err)
 	}
 }
