@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -29,14 +30,27 @@ type pendingOps struct {
 
 func opSize(op *saOp) int { return 1 + 16 + 17 + 10 + len(op.blob) }
 
+// submit queues ops and waits for their commit. A call larger than
+// maxEntry is cut into several entries; they commit in order, but not
+// atomically: after an error some of them may be applied.
 func (b *batcher) submit(ctx context.Context, ops []saOp) error {
-	p := &pendingOps{ops: ops, done: make(chan error, 1)}
+	var parts []*pendingOps
+	p := &pendingOps{done: make(chan error, 1)}
 	for i := range ops {
-		p.size += opSize(&ops[i])
+		sz := opSize(&ops[i])
+		if len(p.ops) > 0 && p.size+sz > maxEntry {
+			parts = append(parts, p)
+			p = &pendingOps{done: make(chan error, 1)}
+		}
+		p.ops = append(p.ops, ops[i])
+		p.size += sz
 	}
+	parts = append(parts, p)
 	b.mu.Lock()
-	b.queue = append(b.queue, p)
-	b.size += p.size
+	for _, p := range parts {
+		b.queue = append(b.queue, p)
+		b.size += p.size
+	}
 	switch {
 	case b.inflight:
 	case b.size >= maxEntry:
@@ -50,13 +64,17 @@ func (b *batcher) submit(ctx context.Context, ops []saOp) error {
 		b.timer = time.AfterFunc(b.n.opts.BatchWindow, b.fire)
 	}
 	b.mu.Unlock()
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		// The operations may still be committed; the caller records again.
-		return ctx.Err()
+	var errs []error
+	for _, p := range parts {
+		select {
+		case err := <-p.done:
+			errs = append(errs, err)
+		case <-ctx.Done():
+			// The operations may still be committed; the caller records again.
+			return ctx.Err()
+		}
 	}
+	return errors.Join(errs...)
 }
 
 func (b *batcher) fire() {

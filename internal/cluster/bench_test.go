@@ -72,3 +72,27 @@ func benchApply(b *testing.B, where string, window time.Duration, w int) {
 		b.ReportMetric(float64(y-x)/float64(b.N), "entries/op")
 	})
 }
+
+// BenchmarkApplyBulk: one call with many records, as a daemon that
+// replicates its changed records once per interval makes it.
+func BenchmarkApplyBulk(b *testing.B) {
+	for _, size := range []int{100, 1000, 3000} {
+		b.Run(fmt.Sprintf("records=%d", size), func(b *testing.B) {
+			tc := newTestCluster(b, 3)
+			tc.startAll()
+			nd := tc.nodes[(tc.leader()+1)%3]
+			recs := make([]ike.Record, size)
+			for i := range recs {
+				recs[i] = testRecord(uint64(i+1), vip1)
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for range b.N {
+				if err := nd.ApplyRecords(context.Background(), recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "records/s")
+		})
+	}
+}

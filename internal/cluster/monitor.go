@@ -50,9 +50,6 @@ func (n *Node) monitor() {
 
 		if string(lid) != leader {
 			leader = string(lid)
-			n.view.Lock()
-			n.view.leader = leader
-			n.view.Unlock()
 			n.publish(Event{Kind: EventLeader, Leader: leader})
 		}
 

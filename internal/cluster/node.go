@@ -127,7 +127,6 @@ type Node struct {
 	// The monitor's view, for Serving and Members.
 	view struct {
 		sync.Mutex
-		leader  string
 		serving bool
 		members []Member
 	}
@@ -189,6 +188,12 @@ func New(opts Options) (*Node, error) {
 // (watch EventLeader or Leader). The node runs until Close or until ctx is
 // done.
 func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	again := n.closed || n.raft != nil
+	n.mu.Unlock()
+	if again {
+		return errors.New("cluster: Start on a started or closed node")
+	}
 	c := n.opts.Cluster
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("cluster: %w", err)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -446,4 +447,33 @@ func testPartition(t *testing.T, leader bool) {
 	if got := iso.VIPs()[vvip]; got != vid {
 		t.Fatalf("isolated node's map changed without a majority: %q", got)
 	}
+}
+
+// TestLargeApply: one call larger than a raft entry may be is cut into
+// several entries (and through forwarding, whose frames are bounded).
+func TestLargeApply(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	li := tc.leader()
+	f := tc.nodes[(li+1)%3]
+	var recs []ike.Record
+	size := 0
+	for i := 0; size <= maxEntry+maxEntry/2; i++ {
+		r := testRecord(uint64(i+1), vip1)
+		recs = append(recs, r)
+		ops, _ := f.seal.seal([]ike.Record{r})
+		size += opSize(&ops[0])
+	}
+	before, _ := strconv.Atoi(tc.nodes[li].raft.Stats()["last_log_index"])
+	if err := f.ApplyRecords(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := strconv.Atoi(tc.nodes[li].raft.Stats()["last_log_index"])
+	if after-before < 2 {
+		t.Fatalf("%d records (%d bytes) in %d entries", len(recs), size, after-before)
+	}
+	waitFor(t, 8*time.Second, "all records on the leader", func() bool {
+		got, _ := tc.nodes[li].Records(f.opts.Cluster.NodeID)
+		return len(got) == len(recs)
+	})
 }
