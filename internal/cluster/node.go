@@ -49,7 +49,7 @@ type Options struct {
 	Logger *slog.Logger
 	// FailAfter is how long the leader lets a node stay unreachable before
 	// moving its VIPs. A node that has not heard from a leader for half of
-	// it stops serving, so the two never overlap. Default 1s.
+	// it stops serving, so that the two do not overlap. Default 1s.
 	FailAfter time.Duration
 	// BatchWindow is how long ApplyRecords and DeleteSAs wait for other
 	// calls to join their raft entry. Default 20ms.
@@ -342,7 +342,10 @@ func (n *Node) VIPs() map[netip.Addr]string {
 }
 
 // Records decrypts the records this node's copy of the state holds for
-// owner. After a takeover they include the SAs that moved with a VIP.
+// owner. After a takeover they include the SAs that moved with a VIP: the
+// copy applies entries in log order, so when this node has seen the
+// EventVIP it holds every record committed before the move. Records that
+// do not decrypt are left out and reported in the error.
 func (n *Node) Records(owner string) ([]ike.Record, error) {
 	if n.seal == nil {
 		return nil, errors.New("cluster: a witness holds no cluster key")
@@ -375,7 +378,10 @@ func (n *Node) Records(owner string) ([]ike.Record, error) {
 
 // ApplyRecords replicates recs as owned by this node, sealed. Calls within
 // BatchWindow, and calls made while an earlier batch is being committed,
-// share one raft entry. It returns when the entry is committed.
+// share one raft entry; a call larger than one entry (4 MiB) is cut into
+// several, committed in order but not atomically. It returns when
+// everything is committed, or with ctx's error (the records may still be
+// committed).
 func (n *Node) ApplyRecords(ctx context.Context, recs []ike.Record) error {
 	if n.seal == nil {
 		return errors.New("cluster: a witness holds no SAs")
