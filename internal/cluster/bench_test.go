@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hike-vpn/hike/internal/config"
 	"github.com/hike-vpn/hike/internal/ike"
 )
 
@@ -95,4 +96,35 @@ func BenchmarkApplyBulk(b *testing.B) {
 			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "records/s")
 		})
 	}
+}
+
+// BenchmarkFailover closes the leader of a 3-node cluster with the default
+// timeouts (heartbeat 500ms, election 1s, FailAfter 1s) and reports how long
+// the survivors took to elect a leader and to see the dead node's VIP
+// moved. Run with -benchtime=Nx.
+func BenchmarkFailover(b *testing.B) {
+	var elect, move time.Duration
+	for range b.N {
+		tc := newTestCluster(b, 3)
+		for i := range tc.opts {
+			tc.opts[i].Cluster.HeartbeatTimeout = config.DefaultHeartbeatTimeout
+			tc.opts[i].Cluster.ElectionTimeout = config.DefaultElectionTimeout
+		}
+		tc.startAll()
+		li := tc.leader()
+		vip, vid := tc.peers[li].VIPs[0].Addr(), tc.peers[li].ID
+		s := tc.nodes[(li+1)%3]
+		waitFor(b, 5*time.Second, "VIPs claimed", func() bool { return len(s.VIPs()) == 3 })
+		killed := time.Now()
+		tc.nodes[li].Close()
+		waitFor(b, 10*time.Second, "new leader", func() bool { l := s.Leader(); return l != "" && l != vid })
+		elect += time.Since(killed)
+		waitFor(b, 10*time.Second, "VIP moved", func() bool { o := s.VIPs()[vip]; return o != "" && o != vid })
+		move += time.Since(killed)
+		for _, nd := range tc.nodes {
+			nd.Close()
+		}
+	}
+	b.ReportMetric(float64(elect.Milliseconds())/float64(b.N), "ms-to-leader")
+	b.ReportMetric(float64(move.Milliseconds())/float64(b.N), "ms-to-VIP-moved")
 }
