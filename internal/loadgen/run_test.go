@@ -1,9 +1,12 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,18 +142,27 @@ func TestRunFailuresByReason(t *testing.T) {
 	}
 }
 
-// TestRunStopsOnContext: cancelling ends the run with clients pending.
+// TestRunStopsOnContext: cancelling ends the run with clients pending;
+// meanwhile the progress line is rewritten in place.
 func TestRunStopsOnContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
+	var progress bytes.Buffer
 	// A target nobody answers: every client stays pending.
 	s, err := Run(ctx, Options{Target: netip.MustParseAddrPort("127.0.0.1:9"), Clients: 1000, Rate: 100,
-		PSK: []byte(testPSK), IDFormat: "c%d.load"})
+		PSK: []byte(testPSK), IDFormat: "c%d.load", Progress: &progress, ProgressEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Initiated < 20 || s.Initiated > 50 || s.Pending != s.Initiated || s.Established != 0 {
 		t.Fatalf("initiated %d pending %d established %d after 0.3 s at 100/s", s.Initiated, s.Pending, s.Established)
+	}
+	out := progress.String()
+	if n := strings.Count(out, "\r"); n < 4 || strings.Count(out, "\n") != 1 || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("progress %q: want several \\r-led updates and one final newline", out)
+	}
+	if last := out[strings.LastIndex(out, "\r")+1:]; !strings.Contains(last, fmt.Sprintf("initiated %d/1000", s.Initiated)) {
+		t.Fatalf("final progress line %q does not match the summary's %d initiated", last, s.Initiated)
 	}
 }
 
