@@ -337,6 +337,28 @@ func TestKernelHikeRFC6311(t *testing.T) {
 	}
 	ping(3)
 	t.Logf("A (cluster role):\n%s", grep(a.out.String(), "restored", "RFC 6311", "data plane"))
+
+	// An orderly restart: the record is exact, so nothing is synced, and
+	// the SAs the kernel kept go on with their counters where they were.
+	aSeq, aTop := seq(l.a, aOut), replay(l.a, aIn).Seq
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("A did not stop on SIGTERM")
+	}
+	a = l.startHike(bin, l.nsA, "A", confA)
+	waitUntil(t, 30*time.Second, "A to restore", func() bool { return a.has(`msg="state restored"`) })
+	if !a.has("clean=true") || a.has("RFC 6311 sync started") {
+		t.Fatalf("orderly restart:\n%s", grep(a.out.String(), "restored", "RFC 6311"))
+	}
+	if in, out, _, _ := childSPIs(t, bin, filepath.Join(dir, "a.sock")); in != spiIn || out != spiOut {
+		t.Fatalf("after an orderly restart the Child SA is %08x/%08x, was %08x/%08x", in, out, spiIn, spiOut)
+	}
+	ping(3)
+	if got, top := seq(l.a, aOut), replay(l.a, aIn).Seq; got != aSeq+3 || top != aTop+3 {
+		t.Fatalf("after an orderly restart and 3 pings A's outbound seq %#x (want %#x), inbound top %#x (want %#x)", got, aSeq+3, top, aTop+3)
+	}
 	t.Logf("B (peer role):\n%s", grep(b.out.String(), "RFC 6311", "replay counter"))
 }
 
