@@ -374,6 +374,16 @@ func (e *Engine) remove(sa *SA, reason string) {
 		sa.conn.active.Add(-1)
 		e.table.removePeer(sa)
 	}
+	if col := sa.ikeCollision; col != nil {
+		// The peer closed this SA while our rekey crossed its own: its
+		// new SA is the one that survives and takes the Child SAs.
+		sa.ikeCollision = nil
+		col.next.mu.Lock()
+		if col.next.state == StateEstablished {
+			e.moveChildren(sa, col.next)
+		}
+		col.next.mu.Unlock()
+	}
 	for _, c := range sa.children {
 		e.uninstallChild(sa, c)
 	}
@@ -386,7 +396,12 @@ func (e *Engine) remove(sa *SA, reason string) {
 	}
 	sa.hs = nil
 	sa.cache = responseCache{}
-	sa.out = nil
+	if sa.out != nil {
+		if a, ok := sa.out.x.(abandoner); ok {
+			a.abandon(errSADeleted)
+		}
+		sa.out = nil
+	}
 	for _, x := range sa.queue {
 		if f, ok := x.(interface{ abandon(error) }); ok {
 			f.abandon(errSADeleted)

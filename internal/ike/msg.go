@@ -129,8 +129,9 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 	// A deleting SA still answers INFORMATIONAL: the old SA of a rekey the
 	// peer started is deleted by the peer (RFC 7296 §2.18), and a Delete
 	// that crosses our own must be answered too (§2.25).
-	if sa.sk == nil || (sa.state != StateEstablished && h.Exchange != wire.IKE_AUTH &&
-		!(sa.state == StateDeleting && h.Exchange == wire.INFORMATIONAL)) {
+	// A deleting SA still answers: INFORMATIONAL (a crossing Delete, RFC
+	// 7296 §2.25) and CREATE_CHILD_SA (with TEMPORARY_FAILURE).
+	if sa.sk == nil || (sa.state != StateEstablished && h.Exchange != wire.IKE_AUTH && sa.state != StateDeleting) {
 		return
 	}
 	if sa.state == StateEstablished && h.Exchange == wire.IKE_AUTH {

@@ -17,6 +17,11 @@ import (
 
 // respondCreateChild answers a CREATE_CHILD_SA request.
 func (e *Engine) respondCreateChild(sa *SA, in *inbound, w *wire.Builder) (postAction, error) {
+	if sa.state == StateDeleting {
+		// RFC 7296 §2.25: nothing new on an IKE SA being closed.
+		w.AddNotify(wire.Notify{Type: wire.TEMPORARY_FAILURE})
+		return postNone, nil
+	}
 	if sp, ok := in.find(wire.PayloadSA); ok {
 		var props [4]wire.Proposal
 		ps, err := wire.ParseSA(props[:0], sp.Body)
@@ -132,7 +137,7 @@ type childRekeyExchange struct {
 func (*childRekeyExchange) kind() wire.ExchangeType { return wire.CREATE_CHILD_SA }
 
 func (x *childRekeyExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
-	if x.old.state != childInstalled || sa.childByInSPI(x.old.spiIn) == nil {
+	if sa.state != StateEstablished || x.old.state != childInstalled || sa.childByInSPI(x.old.spiIn) == nil {
 		return errNoSuchChild
 	}
 	x.old.state = childRekeying
@@ -302,6 +307,9 @@ type ikeRekeyExchange struct {
 func (*ikeRekeyExchange) kind() wire.ExchangeType { return wire.CREATE_CHILD_SA }
 
 func (x *ikeRekeyExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
+	if sa.state != StateEstablished {
+		return errSADeleted
+	}
 	g, err := crypto.LookupGroup(sa.suite.DH)
 	if err != nil {
 		return err
@@ -331,6 +339,16 @@ func (x *ikeRekeyExchange) build(e *Engine, sa *SA, w *wire.Builder) error {
 func (x *ikeRekeyExchange) process(e *Engine, sa *SA, in *inbound) error {
 	if err := x.finish(e, sa, in); err != nil {
 		x.abandon(err)
+		if col := sa.ikeCollision; col != nil {
+			// Ours failed but the peer's crossing rekey succeeded: its new
+			// SA takes over, and the peer deletes the old one.
+			sa.ikeCollision = nil
+			col.next.mu.Lock()
+			e.moveChildren(sa, col.next)
+			col.next.mu.Unlock()
+			sa.state = StateDeleting
+			return err
+		}
 		if d := sa.conn.RekeyTime; d > 0 {
 			sa.rekeyAt = e.now().Add(d / 10)
 		}
@@ -373,7 +391,30 @@ func (x *ikeRekeyExchange) finish(e *Engine, sa *SA, in *inbound) error {
 	if err != nil {
 		return err
 	}
-	e.adoptRekeyed(sa, n, keys)
+	col := sa.ikeCollision
+	sa.ikeCollision = nil
+	if col != nil && bytes.Compare(bytesMin(x.ni, nr), bytesMin(col.ni, col.nr)) < 0 {
+		// Simultaneous rekey, and the lowest nonce is in our exchange:
+		// our new SA is the redundant one and we delete it; the peer's
+		// new SA takes the Child SAs, and the peer deletes the old one.
+		e.log.Info("simultaneous IKE SA rekey: ours is redundant", "sa", sa.logID(), "new", n.logID())
+		e.activateRekeyed(sa, n, keys, false)
+		col.next.mu.Lock()
+		e.moveChildren(sa, col.next)
+		col.next.mu.Unlock()
+		n.mu.Lock()
+		e.enqueue(n, &deleteExchange{})
+		n.mu.Unlock()
+		sa.state = StateDeleting
+		return nil
+	}
+	if col != nil {
+		e.log.Info("simultaneous IKE SA rekey: ours survives", "sa", sa.logID(), "new", n.logID())
+	}
+	e.activateRekeyed(sa, n, keys, true)
+	// Closing from now on: a rekey of it that arrives before our Delete
+	// gets TEMPORARY_FAILURE (§2.25).
+	sa.state = StateDeleting
 	e.enqueue(sa, &deleteExchange{})
 	return nil
 }
@@ -391,11 +432,22 @@ func (x *ikeRekeyExchange) abandon(error) {
 
 // respondIKERekey answers an IKE SA rekey request.
 func (e *Engine) respondIKERekey(sa *SA, in *inbound, w *wire.Builder) (postAction, error) {
-	if sa.out != nil {
-		// RFC 7296 §2.25: while our own exchange is in flight (in
-		// particular our own IKE rekey) answer TEMPORARY_FAILURE; the peer
-		// retries later. This resolves simultaneous rekeys without the
-		// nonce race, at the cost of a retry.
+	// RFC 7296 §2.25: an IKE SA being closed, or one whose Child SAs are
+	// being created, rekeyed or deleted, is not rekeyed now; the peer
+	// retries later. Our own IKE rekey in flight is a simultaneous rekey,
+	// answered normally and resolved when our response arrives (§2.8.2).
+	_, crossing := sa.outstanding().(*ikeRekeyExchange)
+	switch x := sa.outstanding().(type) {
+	case *childRekeyExchange, *createChildExchange:
+		w.AddNotify(wire.Notify{Type: wire.TEMPORARY_FAILURE})
+		return postNone, nil
+	case *deleteExchange:
+		if x.children != nil {
+			w.AddNotify(wire.Notify{Type: wire.TEMPORARY_FAILURE})
+			return postNone, nil
+		}
+	}
+	if sa.state == StateDeleting {
 		w.AddNotify(wire.Notify{Type: wire.TEMPORARY_FAILURE})
 		return postNone, nil
 	}
@@ -440,17 +492,39 @@ func (e *Engine) respondIKERekey(sa *SA, in *inbound, w *wire.Builder) (postActi
 	w.AddSA([]wire.Proposal{prop})
 	w.AddNonce(nr)
 	w.AddKE(wire.KE{Group: ke.Group, Data: ourKE})
-	e.adoptRekeyed(sa, n, keys)
+	if crossing {
+		// The Child SAs stay where they are until the nonces decide
+		// which new SA survives.
+		e.activateRekeyed(sa, n, keys, false)
+		sa.ikeCollision = &ikeCollision{ni: bytes.Clone(ni), nr: nr, next: n}
+		return postNone, nil
+	}
+	e.activateRekeyed(sa, n, keys, true)
 	// The old SA stays until the peer deletes it (RFC 7296 §2.18).
 	sa.state = StateDeleting
 	return postNone, nil
 }
 
-// adoptRekeyed makes n, the SA that replaces old, live: keys, Child SAs
-// (still installed; only their owner changes), timers. RFC 6311
-// capabilities are inherited (the RFC is silent; strongSwan does the same)
-// and Message IDs start again at 0 (RFC 7296 §2.18).
-func (e *Engine) adoptRekeyed(old, n *SA, keys *crypto.IKEKeys) {
+// ikeCollision records the peer's rekey of an IKE SA we are rekeying too
+// (RFC 7296 §2.8.2): its nonces and the SA our answer created.
+type ikeCollision struct {
+	ni, nr []byte
+	next   *SA
+}
+
+// outstanding returns the exchange of our request in flight, if any.
+func (sa *SA) outstanding() exchange {
+	if sa.out == nil {
+		return nil
+	}
+	return sa.out.x
+}
+
+// activateRekeyed makes n, an SA that replaces old, live: keys and timers,
+// and with adopt the Child SAs (still installed; only their owner changes).
+// RFC 6311 capabilities are inherited (the RFC is silent; strongSwan does
+// the same) and Message IDs start again at 0 (RFC 7296 §2.18).
+func (e *Engine) activateRekeyed(old, n *SA, keys *crypto.IKEKeys, adopt bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.keys = keys
@@ -460,12 +534,22 @@ func (e *Engine) adoptRekeyed(old, n *SA, keys *crypto.IKEKeys) {
 		return
 	}
 	n.sk = sk
-	n.children, old.children = old.children, nil
-	n.vip, old.vip = old.vip, netip.Addr{}
+	if adopt {
+		e.moveChildren(old, n)
+	}
 	e.halfOpen.Add(1) // established() counts it down again
 	e.established(n)
 	e.log.Info("IKE SA rekeyed", "old", old.logID(), "new", n.logID())
 	e.rearm(n)
+}
+
+// moveChildren hands old's Child SAs and virtual IP to n; both are locked.
+func (e *Engine) moveChildren(old, n *SA) {
+	n.children, old.children = append(n.children, old.children...), nil
+	if old.vip.IsValid() {
+		n.vip, old.vip = old.vip, netip.Addr{}
+	}
+	e.touch()
 }
 
 // ikeRekey is what both messages of an IKE SA rekey carry (RFC 7296 §1.3.2).

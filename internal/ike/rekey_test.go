@@ -1,6 +1,9 @@
 package ike
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // TestChildRekey: the initiator rekeys its Child SA; both sides end with one
 // Child SA whose SPIs are new, and the old pair is gone (RFC 7296 §2.8).
@@ -102,4 +105,51 @@ func TestSecondChild(t *testing.T) {
 		la, lb := p.a.List(), p.b.List()
 		return len(la) == 1 && len(lb) == 1 && len(la[0].Children) == 2 && len(lb[0].Children) == 2
 	})
+}
+
+// TestSimultaneousIKERekey: both ends rekey the IKE SA at once. The nonces
+// pick one new IKE SA (RFC 7296 §2.8.2): in the end each side has exactly
+// one IKE SA, the same one, it carries the Child SA and it works.
+func TestSimultaneousIKERekey(t *testing.T) {
+	for i := 0; i < 5; i++ {
+		client, server := testConns("a long enough pre-shared key")
+		p := newPair(t, client, server)
+		before := p.establish()
+		waitFor(t, "responder up", func() bool { return len(p.b.List()) == 1 })
+		a, b := onlySA(t, p.a), onlySA(t, p.b)
+		a.mu.Lock()
+		b.mu.Lock()
+		a.queue = append(a.queue, &ikeRekeyExchange{})
+		b.queue = append(b.queue, &ikeRekeyExchange{})
+		b.mu.Unlock()
+		a.mu.Unlock()
+		p.a.async(a, func() { p.a.kick(a) })
+		p.b.async(b, func() { p.b.kick(b) })
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			la, lb := p.a.List(), p.b.List()
+			if len(la) == 1 && len(lb) == 1 && la[0].SPIi == lb[0].SPIi && la[0].SPIr == lb[0].SPIr &&
+				la[0].SPIi != before.SPIi && len(la[0].Children) == 1 && len(lb[0].Children) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no single surviving IKE SA:\na: %+v\nb: %+v", la, lb)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		na, nb := onlySA(t, p.a), onlySA(t, p.b)
+		na.mu.Lock()
+		p.a.enqueue(na, &dpdExchange{})
+		na.mu.Unlock()
+		nb.mu.Lock()
+		p.b.enqueue(nb, &dpdExchange{})
+		nb.mu.Unlock()
+		waitFor(t, "DPD on the surviving SA", func() bool {
+			na.mu.Lock()
+			nb.mu.Lock()
+			defer na.mu.Unlock()
+			defer nb.mu.Unlock()
+			return na.stats.DPDAnswered == 1 && nb.stats.DPDAnswered == 1
+		})
+	}
 }

@@ -108,6 +108,8 @@ type SA struct {
 	// needsSync marks an SA taken over or restored since its last sync: it
 	// allows exactly one more procedure (RFC 6311 §7).
 	needsSync bool
+	// ikeCollision is set while the peer's rekey of this SA crosses ours.
+	ikeCollision *ikeCollision
 	// onUp reports the outcome of an initiation to whoever asked for it.
 	onUp  func(SAInfo, error)
 	stats SAStats
