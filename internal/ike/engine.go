@@ -101,11 +101,14 @@ type Engine struct {
 	log   *slog.Logger
 	table *Table
 	wheel *wheel
-	fast  chan job
-	hs    chan job
-	wg    sync.WaitGroup
-	quit  chan struct{}
-	now   func() time.Time
+	// Work queues, one per worker. An SA's jobs always go to the same
+	// queue (chosen by its SPI), so they run in the order they arrived;
+	// handshakes have their own workers.
+	fast []chan job
+	hs   []chan job
+	wg   sync.WaitGroup
+	quit chan struct{}
+	now  func() time.Time
 
 	closeOnce sync.Once
 
@@ -165,8 +168,8 @@ func New(cfg Config) *Engine {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		table: NewTable(),
-		fast:  make(chan job, 16384),
-		hs:    make(chan job, cfg.HandshakeQueue),
+		fast:  lanes(cfg.Workers, 16384),
+		hs:    lanes(cfg.HandshakeWorkers, cfg.HandshakeQueue),
 		quit:  make(chan struct{}),
 		now:   time.Now,
 	}
@@ -174,11 +177,25 @@ func New(cfg Config) *Engine {
 	e.logLimit.init(20)
 	e.wheel = newWheel(50*time.Millisecond, 8192, func(sa *SA) {
 		select {
-		case e.fast <- job{sa: sa, timer: true}:
+		case lane(e.fast, sa.LocalSPI()) <- job{sa: sa, timer: true}:
 		case <-e.quit:
 		}
 	})
 	return e
+}
+
+func lanes(n, capacity int) []chan job {
+	ls := make([]chan job, n)
+	for i := range ls {
+		ls[i] = make(chan job, max(capacity/n, 64))
+	}
+	return ls
+}
+
+// lane picks the queue of an SA. SPIs are random, so any bits spread the
+// load; the high ones are used because the table shards on the low ones.
+func lane(ls []chan job, spi uint64) chan job {
+	return ls[(spi>>32)%uint64(len(ls))]
 }
 
 // SetDataplane sets the data plane before Start; the daemon opens it after
@@ -188,13 +205,9 @@ func (e *Engine) SetDataplane(dp dataplane.Backend) { e.cfg.Dataplane = dp }
 
 // Start launches the workers and the timer wheel.
 func (e *Engine) Start() {
-	for i := 0; i < e.cfg.Workers; i++ {
+	for _, ch := range append(e.fast[:len(e.fast):len(e.fast)], e.hs...) {
 		e.wg.Add(1)
-		go e.worker(e.fast)
-	}
-	for i := 0; i < e.cfg.HandshakeWorkers; i++ {
-		e.wg.Add(1)
-		go e.worker(e.hs)
+		go e.worker(ch)
 	}
 	go e.wheel.run()
 	e.wg.Add(1)
@@ -277,15 +290,17 @@ func (e *Engine) HandleIKE(local, remote netip.AddrPort, b []byte) {
 		return
 	}
 	b = b[:h.Length]
-	queue := e.fast
-	var sa *SA
+	var (
+		sa    *SA
+		queue chan job
+	)
 	switch {
 	case h.Exchange == wire.IKE_SA_INIT && !h.IsResponse():
 		if h.SPIr != 0 {
 			e.stats.Malformed.Add(1)
 			return
 		}
-		queue = e.hs
+		queue = lane(e.hs, h.SPIi)
 	default:
 		// The I flag says the sender is the original initiator, so the
 		// other SPI is ours.
@@ -298,8 +313,9 @@ func (e *Engine) HandleIKE(local, remote netip.AddrPort, b []byte) {
 			e.limitedDebug("no IKE SA for SPI", "remote", remote, "exchange", h.Exchange)
 			return
 		}
+		queue = lane(e.fast, spi)
 		if h.Exchange == wire.IKE_SA_INIT || h.Exchange == wire.IKE_AUTH {
-			queue = e.hs
+			queue = lane(e.hs, spi)
 		}
 	}
 	buf := e.bufs.get(len(b))
