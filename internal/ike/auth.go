@@ -609,11 +609,8 @@ func idString(id wire.ID) string {
 			return a.String()
 		}
 	case wire.ID_DER_ASN1_DN:
-		var dn pkix.RDNSequence
-		if rest, err := asn1.Unmarshal(id.Data, &dn); err == nil && len(rest) == 0 {
-			var name pkix.Name
-			name.FillFromRDNSequence(&dn)
-			return name.String()
+		if s, ok := dnString(id.Data); ok {
+			return s
 		}
 		return "DN:" + fmt.Sprintf("%x", id.Data)
 	}
@@ -661,4 +658,33 @@ func (e *Engine) HasSA(conn string) bool {
 		}
 	}
 	return false
+}
+
+// dnAttrs names the attribute types operators see in DNs.
+var dnAttrs = map[string]string{
+	"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
+	"2.5.4.11": "OU", "2.5.4.5": "serialNumber", "1.2.840.113549.1.9.1": "E",
+}
+
+// dnString prints a DER DN in its encoded order ("C=CH, O=hike, CN=gw"),
+// the way strongSwan and most VPN configurations write it.
+func dnString(der []byte) (string, bool) {
+	var dn pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(der, &dn); err != nil || len(rest) != 0 {
+		return "", false
+	}
+	var b strings.Builder
+	for _, rdn := range dn {
+		for _, atv := range rdn {
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			name, ok := dnAttrs[atv.Type.String()]
+			if !ok {
+				name = atv.Type.String()
+			}
+			fmt.Fprintf(&b, "%s=%v", name, atv.Value)
+		}
+	}
+	return b.String(), true
 }

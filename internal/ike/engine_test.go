@@ -282,7 +282,7 @@ func TestIDStringDN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := idString(wire.ID{Type: wire.ID_DER_ASN1_DN, Data: der}); got != "CN=gw.example,O=hike" {
+	if got := idString(wire.ID{Type: wire.ID_DER_ASN1_DN, Data: der}); got != "O=hike, CN=gw.example" {
 		t.Fatalf("DN shown as %q", got)
 	}
 	if got := idString(wire.ID{Type: wire.ID_DER_ASN1_DN, Data: []byte{0xff}}); got != "DN:ff" {
