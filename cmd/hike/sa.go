@@ -236,11 +236,16 @@ func printSA(w io.Writer, sa ike.SAInfo, now time.Time) {
 	}
 	fmt.Fprintf(w, "  Child SAs (%d):\n", len(sa.Children))
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "    NAME\tSTATE\tSPI IN\tSPI OUT\tENCR\tINTEG\tESN\tLOCAL TS\tREMOTE TS")
+	fmt.Fprintln(tw, "    NAME\tSTATE\tSPI IN\tSPI OUT\tENCR\tINTEG\tESN\tLOCAL TS\tREMOTE TS\tIN\tOUT")
 	for _, c := range sa.Children {
-		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(c.Name), dash(c.State), c.SPIIn, c.SPIOut,
+		in, out := "-", "-"
+		if t := c.Traffic; t != nil {
+			in = fmt.Sprintf("%d pkts/%d B", t.InPackets, t.InBytes)
+			out = fmt.Sprintf("%d pkts/%d B", t.OutPackets, t.OutBytes)
+		}
+		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(c.Name), dash(c.State), c.SPIIn, c.SPIOut,
 			encrName(c.Encr, c.EncrBits), integName(c.Integ), yesNo(c.ESN),
-			dash(strings.Join(c.LocalTS, ",")), dash(strings.Join(c.RemoteTS, ",")))
+			dash(strings.Join(c.LocalTS, ",")), dash(strings.Join(c.RemoteTS, ",")), in, out)
 	}
 	tw.Flush()
 }

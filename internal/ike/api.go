@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sort"
 	"time"
+
+	"github.com/hike-vpn/hike/internal/dataplane"
 )
 
 // The engine's operator surface: what `hike sa list|show|initiate|terminate`
@@ -44,6 +46,17 @@ type ChildInfo struct {
 	ESN      bool     `json:"esn"`
 	LocalTS  []string `json:"local_ts"`
 	RemoteTS []string `json:"remote_ts"`
+	// Traffic as the data plane counts it; only Show reads it, since it
+	// costs the kernel data plane a netlink round trip per SA.
+	Traffic *ChildTraffic `json:"traffic,omitempty"`
+}
+
+// ChildTraffic is what went through a Child SA.
+type ChildTraffic struct {
+	InBytes    uint64 `json:"in_bytes"`
+	InPackets  uint64 `json:"in_packets"`
+	OutBytes   uint64 `json:"out_bytes"`
+	OutPackets uint64 `json:"out_packets"`
 }
 
 func (sa *SA) info() SAInfo {
@@ -134,7 +147,21 @@ func (e *Engine) Show(ref string) (SAInfo, error) {
 	}
 	sa.mu.Lock()
 	defer sa.mu.Unlock()
-	return sa.info(), nil
+	info := sa.info()
+	if dp := e.cfg.Dataplane; dp != nil {
+		for i, c := range sa.children {
+			if !c.installed {
+				continue
+			}
+			in, err1 := dp.Counters(dataplane.SAID{SPI: c.spiIn, Src: addrOf(sa.remote), Dst: addrOf(sa.local)})
+			out, err2 := dp.Counters(dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)})
+			if err1 == nil && err2 == nil {
+				info.Children[i].Traffic = &ChildTraffic{InBytes: in.Bytes, InPackets: in.Packets,
+					OutBytes: out.Bytes, OutPackets: out.Packets}
+			}
+		}
+	}
+	return info, nil
 }
 
 // Initiate starts an IKE SA for the named connection towards its first

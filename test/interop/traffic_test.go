@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -85,6 +86,26 @@ func TestStrongSwanTraffic(t *testing.T) {
 			ch := sas[0].Children[0]
 			if ch.PacketsIn == "0" || ch.PacketsOut == "0" {
 				t.Fatalf("strongSwan counted no ESP: in %s out %s", ch.PacketsIn, ch.PacketsOut)
+			}
+			// hike's own view: `hike sa show` reads the data plane's counters.
+			out, err := e.hikeCtl("sa", "show", sas[0].SPIr, "--json")
+			if err != nil {
+				t.Fatalf("hike sa show: %v\n%s", err, out)
+			}
+			var show struct {
+				Children []struct {
+					Traffic *struct {
+						InPackets  uint64 `json:"in_packets"`
+						OutPackets uint64 `json:"out_packets"`
+						InBytes    uint64 `json:"in_bytes"`
+					} `json:"traffic"`
+				} `json:"children"`
+			}
+			if err := json.Unmarshal([]byte(out), &show); err != nil || len(show.Children) != 1 || show.Children[0].Traffic == nil {
+				t.Fatalf("hike sa show --json: %v\n%s", err, out)
+			}
+			if tr := show.Children[0].Traffic; tr.InPackets < 5 || tr.OutPackets < 5 || tr.InBytes < 2<<20 {
+				t.Fatalf("hike counted too little traffic: %+v", *tr)
 			}
 		})
 	}
