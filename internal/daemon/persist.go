@@ -13,6 +13,10 @@ import (
 // beyond what the reservations cover.
 const persistInterval = 500 * time.Millisecond
 
+// counterRefresh is how often records are rewritten only to refresh the
+// Child SAs' sequence numbers.
+const counterRefresh = 10 * time.Second
+
 // restore brings back the SAs of the previous run, if any. A state file
 // that was not written by an orderly shutdown may be older than the last
 // exchange: its SAs are resynchronised (RFC 6311) before they send.
@@ -50,12 +54,18 @@ func (d *Daemon) persist(ctx context.Context) {
 	}
 	t := time.NewTicker(persistInterval)
 	defer t.Stop()
+	refresh := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if d.engine.Dirty() {
+		case now := <-t.C:
+			// ESP counters move without making the records dirty; refresh
+			// them often enough that a restart can estimate how far they
+			// went since (ike's maxEstimateAge).
+			stale := now.Sub(refresh) >= counterRefresh && d.engine.Stats().Established.Load() > 0
+			if d.engine.Dirty() || stale {
+				refresh = now
 				if err := d.save(false); err != nil {
 					d.log.Error("cannot save state", "file", d.cfg.State.Path, "err", err)
 				}

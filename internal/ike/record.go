@@ -74,8 +74,12 @@ type ChildRecord struct {
 	InInteg  []byte                 `json:"in_integ"`
 	OutEncr  []byte                 `json:"out_encr"`
 	OutInteg []byte                 `json:"out_integ"`
-	// OutSeq is the last outbound sequence number known when recording.
+	// OutSeq and InSeq are the last outbound and highest inbound sequence
+	// numbers when recording: with Created and the record's time they give
+	// the traffic rate from which a successor estimates how far the
+	// counters moved since (RFC 6311 §5.2).
 	OutSeq  uint64    `json:"out_seq"`
+	InSeq   uint64    `json:"in_seq"`
 	Created time.Time `json:"created"`
 }
 
@@ -141,6 +145,9 @@ func (e *Engine) record(sa *SA, now time.Time) Record {
 			OutEncr: bytes.Clone(c.keys.outE), OutInteg: bytes.Clone(c.keys.outA), Created: c.created}
 		if dp := e.cfg.Dataplane; dp != nil && c.installed {
 			cr.OutSeq, _ = dp.OutboundSeq(dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)})
+			if r, err := dp.ReplayState(dataplane.SAID{SPI: c.spiIn, Src: addrOf(sa.remote), Dst: addrOf(sa.local)}); err == nil {
+				cr.InSeq = r.Seq
+			}
 		}
 		r.Children = append(r.Children, cr)
 	}
@@ -268,6 +275,10 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 			keys: &childKeys{inE: bytes.Clone(cr.InEncr), inA: bytes.Clone(cr.InInteg),
 				outE: bytes.Clone(cr.OutEncr), outA: bytes.Clone(cr.OutInteg)}}
 		claimChildSPI(c.spiIn)
+		if age := r.Saved.Sub(cr.Created).Seconds(); age > 0 && !cr.Created.IsZero() {
+			c.outRate, c.inRate = float64(cr.OutSeq)/age, float64(cr.InSeq)/age
+			c.ratedAt = r.Saved
+		}
 		if cfg == nil {
 			continue
 		}

@@ -273,7 +273,10 @@ func (e *Engine) jumpReplayCounters(sa *SA, opts ResyncOptions) (uint64, bool) {
 	}
 	delta := opts.InboundDelta
 	if delta == 0 {
-		delta = msgsync.FallbackJump
+		// One delta for every Child SA (§6.4): the largest estimate.
+		for _, c := range sa.children {
+			delta = max(delta, e.estimate(c.inRate, c.ratedAt))
+		}
 	}
 	for _, c := range sa.children {
 		id := dataplane.SAID{SPI: c.spiIn, Src: addrOf(sa.remote), Dst: addrOf(sa.local)}
@@ -284,19 +287,50 @@ func (e *Engine) jumpReplayCounters(sa *SA, opts ResyncOptions) (uint64, bool) {
 	return delta, esn
 }
 
+// jumpSafety multiplies an estimated jump, and minJump bounds it from
+// below: a jump that is too short makes the peer drop our first packets
+// as replays, one that is too long only spends sequence space.
+const (
+	jumpSafety = 4
+	minJump    = 1 << 16
+	// maxEstimateAge is how old recorded counters may be for an estimate:
+	// a rate measured long ago says little about the traffic since, so
+	// older records get RFC 6311's large jump instead. Records are
+	// refreshed more often than this (daemon.persist).
+	maxEstimateAge = 30 * time.Second
+)
+
+// estimate is how far a counter moving at rate packets per second since
+// at may have gone (RFC 6311 §5.2: "estimate ... from the traffic rate"),
+// or 2^30 when nothing is known.
+func (e *Engine) estimate(rate float64, at time.Time) uint64 {
+	if at.IsZero() || e.now().Sub(at) > maxEstimateAge {
+		return msgsync.FallbackJump
+	}
+	if rate == 0 {
+		return minJump // idle when recorded: nothing to cover but a burst
+	}
+	j, _ := msgsync.EstimateJump(msgsync.JumpInput{Rate: rate, Since: e.now().Sub(at), Safety: jumpSafety, Window: 1024})
+	if j == msgsync.FallbackJump {
+		return j
+	}
+	return max(j, minJump)
+}
+
 // jumpOutbound advances every Child SA's outbound sequence number past what
-// the previous owner may have used (RFC 6311 §5.2), rekeying soon when the
-// jump was a guess.
+// the previous owner may have used (RFC 6311 §5.2), from the configured
+// jump, an estimate from the recorded traffic rate, or 2^30 and a rekey
+// soon when nothing is known.
 func (e *Engine) jumpOutbound(sa *SA, opts ResyncOptions) {
 	if e.cfg.Dataplane == nil {
 		return
 	}
-	jump := opts.OutboundJump
-	guess := jump == 0
-	if guess {
-		jump = msgsync.FallbackJump
-	}
 	for _, c := range sa.children {
+		jump, guess := opts.OutboundJump, false
+		if jump == 0 {
+			jump = e.estimate(c.outRate, c.ratedAt)
+			guess = jump == msgsync.FallbackJump
+		}
 		id := dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)}
 		seq, err := e.cfg.Dataplane.OutboundSeq(id)
 		if err != nil {

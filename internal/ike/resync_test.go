@@ -205,3 +205,29 @@ func TestResyncNotNegotiated(t *testing.T) {
 		t.Fatal(info.ID)
 	}
 }
+
+// TestJumpEstimate: a restored Child SA's counters jump by the recorded
+// traffic rate times the time since the record, with a safety factor and a
+// floor; with no record the jump is RFC 6311's 2^30.
+func TestJumpEstimate(t *testing.T) {
+	e := New(Config{})
+	now := time.Now()
+	e.now = func() time.Time { return now }
+	cases := []struct {
+		name string
+		rate float64
+		at   time.Time
+		want uint64
+	}{
+		{"no record", 100, time.Time{}, 1 << 30},
+		{"idle", 0, now.Add(-10 * time.Second), minJump},
+		{"record too old to trust", 10000, now.Add(-time.Minute), 1 << 30},
+		{"slow: the floor", 10, now.Add(-10 * time.Second), minJump},
+		{"busy", 10000, now.Add(-10 * time.Second), 10000 * 10 * jumpSafety},
+	}
+	for _, c := range cases {
+		if got := e.estimate(c.rate, c.at); got != c.want {
+			t.Errorf("%s: jump %d, want %d", c.name, got, c.want)
+		}
+	}
+}

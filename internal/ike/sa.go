@@ -231,6 +231,11 @@ type ChildSA struct {
 	// collision when the peer rekeyed it at the same time (§2.8.1).
 	ourRekey  bool
 	collision *rekeyCollision
+	// outRate and inRate are packets per second as of ratedAt, known for a
+	// Child SA restored from a record; RFC 6311 jumps are estimated from
+	// them.
+	outRate, inRate float64
+	ratedAt         time.Time
 }
 
 type childState uint8
