@@ -423,7 +423,9 @@ func TestSetLocalAddrs(t *testing.T) {
 	if p := r.next(t); p.local != lo4b {
 		t.Fatalf("delivered to %v", p.local)
 	}
-	st := waitStats(t, s, func(st Stats) bool { return st.RxDatagrams == 5 })
+	// The receive loop counts a datagram's kind after the handler returns,
+	// so wait for the kinds too, not only for the datagrams.
+	st := waitStats(t, s, func(st Stats) bool { return st.RxDatagrams == 5 && st.RxIKE+st.DropNotLocal == 5 })
 	if st.DropNotLocal != 2 || st.RxIKE != 3 {
 		t.Fatalf("counters %+v", st)
 	}
