@@ -52,6 +52,10 @@ type run struct {
 	settleOnce  sync.Once
 	settledAt   atomic.Int64
 	dpdAtSettle atomic.Uint64
+	// steadyAt is one DPD delay later: from then on every SA probes at
+	// its steady rate.
+	steadyAt    atomic.Int64
+	dpdAtSteady atomic.Uint64
 
 	mu      sync.Mutex
 	reasons map[string]int64
@@ -254,6 +258,12 @@ func (r *run) maybeSettled() {
 		r.dpdAtSettle.Store(r.dpdDone.Load())
 		r.settledAt.Store(int64(time.Since(r.start)))
 		close(r.settled)
+		if d := r.o.DPD; d > 0 {
+			time.AfterFunc(d, func() {
+				r.dpdAtSteady.Store(r.dpdDone.Load())
+				r.steadyAt.Store(int64(time.Since(r.start)))
+			})
+		}
 	})
 }
 

@@ -77,9 +77,13 @@ type DPDSummary struct {
 	Completed uint64 `json:"completed"`
 	Failed    uint64 `json:"failed"`
 	Timeouts  uint64 `json:"timeouts"`
-	// PerSecond is completed DPD exchanges per second over Window: from
-	// the moment every client had its setup outcome to the end, or the
-	// whole run if that left under a second.
+	// AfterSetup counts those completed after every client had its setup
+	// outcome: what the responder's CPU time after setup paid for.
+	AfterSetup uint64 `json:"completed_after_setup"`
+	// PerSecond is completed DPD exchanges per second over Window, which
+	// starts one DPD delay after every client had its setup outcome, when
+	// every SA probes at its steady rate; failing a second of that, at the
+	// setup's end; failing that, the window is the whole run.
 	PerSecond float64 `json:"per_s"`
 	Window    float64 `json:"window_s"`
 	RTT       Latency `json:"rtt"`
@@ -139,9 +143,13 @@ func (r *run) summary(elapsed time.Duration) *Summary {
 	window, base := elapsed, uint64(0)
 	select {
 	case <-r.settled:
-		s.SetupElapsed = round3(time.Duration(r.settledAt.Load()).Seconds())
-		if w := elapsed - time.Duration(r.settledAt.Load()); w >= time.Second {
-			window, base = w, r.dpdAtSettle.Load()
+		settled := time.Duration(r.settledAt.Load())
+		s.SetupElapsed = round3(settled.Seconds())
+		s.DPD.AfterSetup = done - r.dpdAtSettle.Load()
+		if at := time.Duration(r.steadyAt.Load()); at > 0 && elapsed-at >= time.Second {
+			window, base = elapsed-at, r.dpdAtSteady.Load()
+		} else if elapsed-settled >= time.Second {
+			window, base = elapsed-settled, r.dpdAtSettle.Load()
 		}
 	default:
 	}

@@ -79,8 +79,8 @@ func row(peer string, child bool, s loadgen.Summary, n int, rss0, rss1 int) stri
 	if s.Established > 0 {
 		perSetup = resp.SetupSeconds * 1000 / float64(s.Established)
 	}
-	if dpd := s.DPD.PerSecond * s.DPD.Window; dpd > 0 {
-		perDPD = resp.SteadySeconds * 1e6 / dpd
+	if s.DPD.AfterSetup > 0 {
+		perDPD = resp.SteadySeconds * 1e6 / float64(s.DPD.AfterSetup)
 	}
 	return fmt.Sprintf("| %s | %v | %d | %d | %d | %.0f | %.1f / %.1f | %.2f | %.0f | %.2f / %.2f | %d | %.0f | %.0f%% | %.0f%% / %.0f%% | %.1f |",
 		peer, child, n, s.Established, s.Failed, s.SetupRate, s.SetupLatency.P50, s.SetupLatency.P99, perSetup,
