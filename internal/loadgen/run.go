@@ -53,9 +53,13 @@ type run struct {
 	settledAt   atomic.Int64
 	dpdAtSettle atomic.Uint64
 	// steadyAt is one DPD delay later: from then on every SA probes at
-	// its steady rate.
+	// its steady rate. lastMark is the latest whole number of DPD delays
+	// after it: SAs set up within moments of each other probe in step, so
+	// only whole periods count each one equally often.
 	steadyAt    atomic.Int64
 	dpdAtSteady atomic.Uint64
+	lastMarkAt  atomic.Int64
+	dpdAtLast   atomic.Uint64
 
 	mu      sync.Mutex
 	reasons map[string]int64
@@ -258,13 +262,32 @@ func (r *run) maybeSettled() {
 		r.dpdAtSettle.Store(r.dpdDone.Load())
 		r.settledAt.Store(int64(time.Since(r.start)))
 		close(r.settled)
-		if d := r.o.DPD; d > 0 {
-			time.AfterFunc(d, func() {
-				r.dpdAtSteady.Store(r.dpdDone.Load())
-				r.steadyAt.Store(int64(time.Since(r.start)))
-			})
+		if r.o.DPD > 0 {
+			go r.markDPD()
 		}
 	})
+}
+
+// markDPD samples the DPD count every DPD delay from one delay after setup
+// until the run stops.
+func (r *run) markDPD() {
+	t := time.NewTicker(r.o.DPD)
+	defer t.Stop()
+	for first := true; ; first = false {
+		select {
+		case <-r.stopped:
+			return
+		case <-t.C:
+		}
+		n, at := r.dpdDone.Load(), int64(time.Since(r.start))
+		if first {
+			r.dpdAtSteady.Store(n)
+			r.steadyAt.Store(at)
+			continue
+		}
+		r.dpdAtLast.Store(n)
+		r.lastMarkAt.Store(at)
+	}
 }
 
 // onExchange runs on the engine's workers for every completed exchange:

@@ -97,10 +97,13 @@ func TestRunLoopback(t *testing.T) {
 	if s.DPD.AfterSetup == 0 || s.DPD.AfterSetup > s.DPD.Completed || s.DPD.PerSecond <= 0 {
 		t.Fatalf("DPD %+v: want some after setup, and no more than all", s.DPD)
 	}
-	// The steady window starts a DPD delay after setup, if that leaves a
-	// second.
-	if steady := s.Elapsed - s.SetupElapsed - 0.3; steady >= 1.1 && s.DPD.Window >= s.Elapsed-s.SetupElapsed {
-		t.Fatalf("DPD window %vs, setup ended at %vs of %vs: want it to start a DPD delay after setup", s.DPD.Window, s.SetupElapsed, s.Elapsed)
+	// The steady window is whole DPD delays from one delay after setup,
+	// when there is room for one.
+	if steady := s.Elapsed - s.SetupElapsed - 0.3; steady >= 0.7 {
+		periods := s.DPD.Window / 0.3
+		if s.DPD.Window >= steady || math.Abs(periods-math.Round(periods)) > 0.25 {
+			t.Fatalf("DPD window %vs, setup ended at %vs of %vs: want whole DPD delays of 0.3 s after the first", s.DPD.Window, s.SetupElapsed, s.Elapsed)
+		}
 	}
 	// The ramp bounds the setup rate from above whatever the machine.
 	if s.SetupRate <= 0 || s.SetupRate > 650 {

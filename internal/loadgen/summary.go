@@ -80,10 +80,12 @@ type DPDSummary struct {
 	// AfterSetup counts those completed after every client had its setup
 	// outcome: what the responder's CPU time after setup paid for.
 	AfterSetup uint64 `json:"completed_after_setup"`
-	// PerSecond is completed DPD exchanges per second over Window, which
-	// starts one DPD delay after every client had its setup outcome, when
-	// every SA probes at its steady rate; failing a second of that, at the
-	// setup's end; failing that, the window is the whole run.
+	// PerSecond is completed DPD exchanges per second over Window: whole
+	// DPD delays from one delay after every client had its setup outcome,
+	// when every SA probes at its steady rate (SAs set up together probe
+	// in step, so a partial period would miscount); failing a whole
+	// period, from then to the end; failing a second of that, from the
+	// setup's end; failing that, the whole run.
 	PerSecond float64 `json:"per_s"`
 	Window    float64 `json:"window_s"`
 	RTT       Latency `json:"rtt"`
@@ -140,22 +142,26 @@ func (r *run) summary(elapsed time.Duration) *Summary {
 	done := r.dpdDone.Load()
 	s.DPD = DPDSummary{Sent: st.DPDSent.Load(), Completed: done, Failed: r.dpdFailed.Load(),
 		Timeouts: st.DPDTimeouts.Load(), RTT: latencyOf(&r.dpdRTT)}
-	window, base := elapsed, uint64(0)
+	window, base, top := elapsed, uint64(0), done
 	select {
 	case <-r.settled:
 		settled := time.Duration(r.settledAt.Load())
 		s.SetupElapsed = round3(settled.Seconds())
 		s.DPD.AfterSetup = done - r.dpdAtSettle.Load()
-		if at := time.Duration(r.steadyAt.Load()); at > 0 && elapsed-at >= time.Second {
-			window, base = elapsed-at, r.dpdAtSteady.Load()
-		} else if elapsed-settled >= time.Second {
+		first, last := time.Duration(r.steadyAt.Load()), time.Duration(r.lastMarkAt.Load())
+		switch {
+		case first > 0 && last > first:
+			window, base, top = last-first, r.dpdAtSteady.Load(), r.dpdAtLast.Load()
+		case first > 0 && elapsed-first >= time.Second:
+			window, base = elapsed-first, r.dpdAtSteady.Load()
+		case elapsed-settled >= time.Second:
 			window, base = elapsed-settled, r.dpdAtSettle.Load()
 		}
 	default:
 	}
 	if window > 0 {
 		s.DPD.Window = round3(window.Seconds())
-		s.DPD.PerSecond = round3(float64(done-base) / window.Seconds())
+		s.DPD.PerSecond = round3(float64(top-base) / window.Seconds())
 	}
 	return s
 }

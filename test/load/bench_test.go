@@ -62,8 +62,8 @@ func TestBenchResponders(t *testing.T) {
 		if b.swan != nil && swanLogLevel() >= 0 {
 			t.Logf("charon log:\n%s", tail(b.swan.Log(), 80))
 		}
-		t.Logf("%s: retransmits %d, client drops %+v, responder namespace UDP receive buffer overflows %d, failures %v",
-			peer, s.Retransmits, s.Drops, udpRcvbufErrors(t, b)-buf0, s.Failures)
+		t.Logf("%s: setups ended at %.1fs, DPD window %.1fs of %.1fs, DPD %d sent %d completed; retransmits %d, client drops %+v, responder namespace UDP receive buffer overflows %d, failures %v",
+			peer, s.SetupElapsed, s.DPD.Window, s.Elapsed, s.DPD.Sent, s.DPD.Completed, s.Retransmits, s.Drops, udpRcvbufErrors(t, b)-buf0, s.Failures)
 		b.lab.Close()
 	}
 	t.Logf("\n| responder | child SA | clients | established | failed | setup rate /s | setup p50 / p99 ms | responder CPU per setup ms | DPD /s | DPD RTT p50 / p99 ms | DPD timeouts | responder CPU per DPD µs | responder CPU during DPD | load CPU during setup / DPD | responder RSS per IKE SA KiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n%s",
