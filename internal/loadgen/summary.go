@@ -297,7 +297,8 @@ func (w *cpuWatch) finish(elapsed, settledAt time.Duration) []CPUUsage {
 		if w.settled != nil {
 			u.SetupSeconds = round3(w.settled[i] - w.start[i])
 			u.SteadySeconds = round3(end - w.settled[i])
-			if d := elapsed - settledAt; d > 0 {
+			// A share over moments after the last setup would be noise.
+			if d := elapsed - settledAt; d >= time.Second {
 				u.SteadyPercent = round3(100 * u.SteadySeconds / d.Seconds())
 			}
 		}
