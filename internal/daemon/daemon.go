@@ -126,10 +126,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer ctl.stop()
 	var cfgs []transport.ListenConfig
+	// The kernel's default receive buffer (about 200 KiB) overflows when
+	// thousands of clients' DPD timers fire in the same tick.
+	const sockBuf = 8 << 20
 	for _, a := range d.cfg.Listen.Addrs {
 		cfgs = append(cfgs,
-			transport.ListenConfig{Addr: netip.AddrPortFrom(a, d.cfg.Listen.Port), ReuseAddr: true},
-			transport.ListenConfig{Addr: netip.AddrPortFrom(a, d.cfg.Listen.NATTPort), Encap: true, ReuseAddr: true})
+			transport.ListenConfig{Addr: netip.AddrPortFrom(a, d.cfg.Listen.Port), ReuseAddr: true,
+				ReadBuffer: sockBuf, WriteBuffer: sockBuf},
+			transport.ListenConfig{Addr: netip.AddrPortFrom(a, d.cfg.Listen.NATTPort), Encap: true, ReuseAddr: true,
+				ReadBuffer: sockBuf, WriteBuffer: sockBuf})
 	}
 	socks, err := transport.ListenAll(cfgs)
 	if err != nil {

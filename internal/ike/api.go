@@ -167,12 +167,7 @@ func (e *Engine) Show(ref string) (SAInfo, error) {
 // Initiate starts an IKE SA for the named connection towards its first
 // remote address. done, if not nil, is called once with the outcome.
 func (e *Engine) Initiate(connName string, local netip.AddrPort, done func(SAInfo, error)) error {
-	var conn *Conn
-	for _, c := range e.cfg.Conns {
-		if c.Name == connName {
-			conn = c
-		}
-	}
+	conn := e.conns[connName]
 	if conn == nil {
 		return fmt.Errorf("no connection %q", connName)
 	}

@@ -652,12 +652,8 @@ func (e *Engine) hasOtherSA(sa *SA) bool { return sa.conn.active.Load() > 0 }
 
 // HasSA reports whether an established IKE SA of the named connection exists.
 func (e *Engine) HasSA(conn string) bool {
-	for _, c := range e.cfg.Conns {
-		if c.Name == conn {
-			return c.active.Load() > 0
-		}
-	}
-	return false
+	c := e.conns[conn]
+	return c != nil && c.active.Load() > 0
 }
 
 // dnAttrs names the attribute types operators see in DNs.

@@ -98,6 +98,7 @@ func (c *Config) defaults() {
 // SA: timers live in a timing wheel and fire into the same worker pools.
 type Engine struct {
 	cfg   Config
+	conns map[string]*Conn // by name; the load generator has one per client
 	log   *slog.Logger
 	table *Table
 	wheel *wheel
@@ -172,6 +173,10 @@ func New(cfg Config) *Engine {
 		hs:    lanes(cfg.HandshakeWorkers, cfg.HandshakeQueue),
 		quit:  make(chan struct{}),
 		now:   time.Now,
+	}
+	e.conns = make(map[string]*Conn, len(cfg.Conns))
+	for _, c := range cfg.Conns {
+		e.conns[c.Name] = c
 	}
 	e.cookies.rotate()
 	e.logLimit.init(20)

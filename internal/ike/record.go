@@ -206,12 +206,7 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 	if r.Version != recordVersion {
 		return nil, fmt.Errorf("record version %d, want %d", r.Version, recordVersion)
 	}
-	var conn *Conn
-	for _, c := range e.cfg.Conns {
-		if c.Name == r.Conn {
-			conn = c
-		}
-	}
+	conn := e.conns[r.Conn]
 	if conn == nil {
 		return nil, fmt.Errorf("connection %q no longer configured", r.Conn)
 	}

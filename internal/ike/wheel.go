@@ -99,13 +99,19 @@ func (w *wheel) run() {
 	defer close(w.done)
 	t := time.NewTicker(w.tick)
 	defer t.Stop()
+	start := time.Now()
+	var ticks int64
 	var due []*SA
 	for {
 		select {
 		case <-w.stop:
 			return
-		case <-t.C:
-			due = w.advance(due)
+		case now := <-t.C:
+			// A ticker drops ticks while the process stalls; catch up so
+			// that a stall delays timers by its length, not by a multiple.
+			for target := int64(now.Sub(start) / w.tick); ticks < target; ticks++ {
+				due = w.advance(due)
+			}
 		}
 	}
 }
