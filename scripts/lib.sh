@@ -21,8 +21,13 @@ ensure_go() {
 	local mod="golang.org/toolchain@v0.0.1-go${GO_WANT}.linux-$(dpkg --print-architecture)"
 	local dir
 	dir=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-	[ -x "$dir/bin/go" ] || die "could not download Go toolchain $mod"
-	export PATH="$dir/bin:$PATH"
+	[ -f "$dir/bin/go" ] || die "could not download Go toolchain $mod"
+	# The module cache holds it read-only and without exec bits (the go
+	# command sets them itself when it switches toolchains); install a copy.
+	local root=/usr/local/lib/hike-go$GO_WANT
+	rm -rf "$root" && cp -r "$dir" "$root" && chmod -R u+w "$root" &&
+		chmod +x "$root"/bin/* "$root"/pkg/tool/*/* || die "could not install Go in $root"
+	export PATH="$root/bin:$PATH"
 	go_version_ok go || die "Go >= 1.26 needed, found $(go env GOVERSION)"
 }
 
