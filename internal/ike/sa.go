@@ -132,12 +132,6 @@ type handshake struct {
 	initMsg       []byte // our IKE_SA_INIT message (initiator: request, responder: response)
 	peerInitMsg   []byte
 	peerSigHashes []uint16
-	dh            crypto.KeyPair // initiator: kept until the response arrives
-	cookie        []byte
-	retryGroup    uint16
-	childSPI      uint32 // initiator: inbound SPI proposed in IKE_AUTH
-	childCfg      *ChildConfig
-	childDH       crypto.KeyPair
 }
 
 // outstanding is our request in flight: its octets (one datagram, or the

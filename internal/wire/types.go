@@ -52,7 +52,7 @@ const (
 )
 
 var payloadNames = [...]string{
-	PayloadSA - PayloadSA: "SA", PayloadKE - PayloadSA: "KE", PayloadIDi - PayloadSA: "IDi",
+	0: "SA", PayloadKE - PayloadSA: "KE", PayloadIDi - PayloadSA: "IDi",
 	PayloadIDr - PayloadSA: "IDr", PayloadCERT - PayloadSA: "CERT", PayloadCERTREQ - PayloadSA: "CERTREQ",
 	PayloadAUTH - PayloadSA: "AUTH", PayloadNonce - PayloadSA: "Nonce", PayloadNotify - PayloadSA: "N",
 	PayloadDelete - PayloadSA: "D", PayloadVendor - PayloadSA: "V", PayloadTSi - PayloadSA: "TSi",
