@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hike-vpn/hike/internal/lab"
+	"github.com/hike-vpn/hike/internal/netlab/labtest"
 )
 
 // These tests run the lab for real: root, iproute2 and strongSwan. Without
@@ -23,46 +23,15 @@ import (
 
 func requireLab(t *testing.T) {
 	t.Helper()
-	if err := lab.Check(lab.Options{}); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("prerequisite missing under CI: %v", err)
-		}
-		t.Skipf("prerequisite missing: %v", err)
-	}
+	labtest.Require(t, func() error { return lab.Check(lab.Options{}) })
 }
-
-var (
-	buildOnce sync.Once
-	hikeBin   string
-	buildErr  error
-)
 
 // hike builds the hike binary once for the package's tests.
-func hike(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "hike-labtest-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		hikeBin = filepath.Join(dir, "hike")
-		out, err := exec.Command("go", "build", "-o", hikeBin, "github.com/hike-vpn/hike/cmd/hike").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return hikeBin
-}
+func hike(t *testing.T) string { return labtest.Hike(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if hikeBin != "" {
-		os.RemoveAll(filepath.Dir(hikeBin))
-	}
+	labtest.Cleanup()
 	os.Exit(code)
 }
 

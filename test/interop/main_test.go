@@ -7,42 +7,26 @@
 package interop
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
+	"github.com/hike-vpn/hike/internal/netlab/labtest"
 	"github.com/hike-vpn/hike/internal/netlab/swan"
 )
 
+// hikeBin is the hike binary under test, built by the first requireLab.
 var hikeBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hike-interop-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	hikeBin = filepath.Join(dir, "hike")
-	build := exec.Command("go", "build", "-o", hikeBin, "github.com/hike-vpn/hike/cmd/hike")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building hike:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	labtest.Cleanup()
 	os.Exit(code)
 }
 
-// requireLab skips (or, under CI, fails) when strongSwan peers cannot run.
+// requireLab skips (or, under CI, fails) when strongSwan peers cannot run,
+// and builds hike.
 func requireLab(t *testing.T) {
 	t.Helper()
-	if err := swan.Check(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("prerequisite missing under CI: %v", err)
-		}
-		t.Skipf("prerequisite missing: %v", err)
-	}
+	labtest.Require(t, swan.Check)
+	hikeBin = labtest.Hike(t)
 }

@@ -2,7 +2,6 @@ package interop
 
 import (
 	"net/netip"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -124,9 +123,7 @@ func TestStrongSwanNAT(t *testing.T) {
 // message (RFC 7296 §2.23: the peer is behind a NAT, hike is not), moves
 // the Child SA onto the new path, and traffic flows again.
 func TestStrongSwanNATRebinding(t *testing.T) {
-	if _, err := exec.LookPath("conntrack"); err != nil {
-		requireTool(t, "conntrack")
-	}
+	requireTool(t, "conntrack")
 	e := newEnv(t, 0)
 	c, router := e.addNATClient()
 	e.startHike(hikePSKConf)

@@ -28,12 +28,7 @@ import (
 // packet captured before the kill and replayed afterwards is rejected.
 func TestRFC6311HikeToHike(t *testing.T) {
 	requireLab(t)
-	if _, err := os.Stat("/usr/bin/tcpdump"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("tcpdump missing (apt-get install tcpdump)")
-		}
-		t.Skip("tcpdump missing")
-	}
+	requireTool(t, "tcpdump")
 	lab, err := netlab.New(fmt.Sprintf("hh%d", os.Getpid()%1000))
 	must(t, err)
 	dir := t.TempDir()

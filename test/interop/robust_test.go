@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hike-vpn/hike/internal/netlab/labtest"
 	"github.com/hike-vpn/hike/internal/netlab/swan"
 	"github.com/hike-vpn/hike/internal/wire"
 )
@@ -477,9 +478,7 @@ func pcapPackets(t *testing.T, path string) (out []struct {
 // Child SA rekey (CREATE_CHILD_SA), whose second processing would create a
 // second Child SA.
 func TestRetransmitCachedResponse(t *testing.T) {
-	if _, err := exec.LookPath("tcpdump"); err != nil {
-		requireTool(t, "tcpdump")
-	}
+	requireTool(t, "tcpdump")
 	for _, tc := range []struct {
 		name     string
 		exchange wire.ExchangeType
@@ -625,8 +624,10 @@ func TestRetransmitCachedResponse(t *testing.T) {
 // requireTool fails (CI) or skips when a program is missing.
 func requireTool(t *testing.T, name string) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("prerequisite missing under CI: %s", name)
-	}
-	t.Skipf("prerequisite missing: %s", name)
+	labtest.Require(t, func() error {
+		if _, err := exec.LookPath(name); err != nil {
+			return fmt.Errorf("%s is not installed (scripts/test.sh installs it)", name)
+		}
+		return nil
+	})
 }

@@ -20,37 +20,23 @@ import (
 
 	"github.com/hike-vpn/hike/internal/loadgen"
 	"github.com/hike-vpn/hike/internal/netlab"
+	"github.com/hike-vpn/hike/internal/netlab/labtest"
 	"github.com/hike-vpn/hike/internal/netlab/swan"
 )
 
+// hikeBin is the hike binary under test, built by the first requireLab.
 var hikeBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hike-load-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	hikeBin = filepath.Join(dir, "hike")
-	build := exec.Command("go", "build", "-o", hikeBin, "github.com/hike-vpn/hike/cmd/hike")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building hike:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	labtest.Cleanup()
 	os.Exit(code)
 }
 
 func requireLab(t *testing.T) {
 	t.Helper()
-	if err := netlab.Check(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("prerequisite missing under CI: %v", err)
-		}
-		t.Skipf("prerequisite missing: %v", err)
-	}
+	labtest.Require(t, netlab.Check)
+	hikeBin = labtest.Hike(t)
 }
 
 const (
@@ -237,12 +223,7 @@ func TestLoadAgainstHike(t *testing.T) {
 // to port 4500 after IKE_SA_INIT, with virtual IPs as the clients'
 // selectors: all establish with their Child SA and DPD flows.
 func TestLoadAgainstStrongSwan(t *testing.T) {
-	if err := swan.Check(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("prerequisite missing under CI: %v", err)
-		}
-		t.Skipf("prerequisite missing: %v", err)
-	}
+	labtest.Require(t, swan.Check)
 	b := newBench(t)
 	b.startSwan(t, true)
 	const clients = 200
