@@ -196,6 +196,7 @@ func Handler(svc Service, opts Options) http.Handler {
 	mux.HandleFunc("/v1/sas/{ref}/terminate", h.method(http.MethodPost, h.terminate))
 	mux.HandleFunc("/v1/sas/{ref}/resync", h.method(http.MethodPost, h.resync))
 	mux.HandleFunc("/v1/initiate", h.method(http.MethodPost, h.initiate))
+	mountPprof(mux) // runtime profiles, root-only like the rest of the socket
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)
 	})
