@@ -49,8 +49,6 @@
 //
 // # Not yet
 //
-// The cluster key is an Options field until the config schema has
-// cluster.key_file; `hike serve` does not run a Node yet; there is no
-// join/leave of voters at run time (the voter set is the configured one)
-// and no handback.
+// `hike serve` does not run a Node yet; there is no join/leave of voters
+// at run time (the voter set is the configured one) and no handback.
 package cluster

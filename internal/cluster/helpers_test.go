@@ -136,10 +136,10 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 		tc.opts = append(tc.opts, Options{
 			Cluster: &config.Cluster{
 				NodeID: id, Peers: tc.peers, DataDir: filepath.Join(dir, id),
+				KeyFile:          tc.keyFile,
 				TLS:              config.TLSFiles{CAFile: tc.ca.file, CertFile: cert, KeyFile: key},
 				HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 600 * time.Millisecond,
 			},
-			KeyFile: tc.keyFile,
 		})
 	}
 	tc.nodes = make([]*Node, n)

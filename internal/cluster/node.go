@@ -38,13 +38,10 @@ const maxEntry = 4 << 20
 
 // Options configure a Node.
 type Options struct {
-	// Cluster is the validated cluster section of the configuration.
+	// Cluster is the validated cluster section of the configuration. Its
+	// KeyFile holds the cluster key that seals SA records; it is required
+	// unless this node is a witness.
 	Cluster *config.Cluster
-	// KeyFile holds the cluster key that seals SA records (64 hex digits,
-	// the same on every node). Required unless this node is a witness. It
-	// is an option for now; the next step adds it to the config schema as
-	// cluster.key_file.
-	KeyFile string
 	// Logger receives the node's and raft's messages; nil discards them.
 	Logger *slog.Logger
 	// FailAfter is how long the leader lets a node stay unreachable before
@@ -166,11 +163,11 @@ func New(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.id = id
-	if !self.Witness || opts.KeyFile != "" {
-		if opts.KeyFile == "" {
-			return nil, errors.New("cluster: a node with a data plane needs the cluster key")
+	if !self.Witness || c.KeyFile != "" {
+		if c.KeyFile == "" {
+			return nil, errors.New("cluster: a node with a data plane needs the cluster key (cluster.key_file)")
 		}
-		k, err := ReadKeyFile(opts.KeyFile)
+		k, err := ReadKeyFile(c.KeyFile)
 		if err != nil {
 			return nil, err
 		}

@@ -350,7 +350,7 @@ func TestWitness(t *testing.T) {
 	tc := newTestCluster(t, 3)
 	tc.peers[2].Witness = true
 	tc.peers[2].VIPs = nil
-	tc.opts[2].KeyFile = ""
+	tc.opts[2].Cluster.KeyFile = ""
 	tc.startAll()
 	li := tc.leader()
 	w := tc.nodes[2]

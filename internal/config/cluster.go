@@ -11,7 +11,7 @@ import (
 
 func (d *decoder) cluster(n *yaml.Node, path string, r *refs) *Cluster {
 	c := &Cluster{HeartbeatTimeout: DefaultHeartbeatTimeout, ElectionTimeout: DefaultElectionTimeout}
-	var nodeIDN, peersN, electionN *yaml.Node
+	var nodeIDN, peersN, electionN, keyFileN *yaml.Node
 	var vipNodes [][]*yaml.Node
 	d.mapping(n, path, []field{
 		{"node_id", true, func(n *yaml.Node, p string) { nodeIDN = n; d.name(n, p, &c.NodeID) }},
@@ -37,6 +37,20 @@ func (d *decoder) cluster(n *yaml.Node, path string, r *refs) *Cluster {
 			})
 		}},
 		{"data_dir", true, func(n *yaml.Node, p string) { d.path(n, p, &c.DataDir) }},
+		{"key_file", false, func(n *yaml.Node, p string) {
+			keyFileN = n
+			if !d.path(n, p, &c.KeyFile) {
+				return
+			}
+			// Read only to check the form now rather than at the first
+			// takeover; the cluster package reads it again and keeps it.
+			k, err := readStateKey(c.KeyFile)
+			if err != nil {
+				d.errorf(n, p, "%v", err)
+				return
+			}
+			clear(k.Bytes())
+		}},
 		{"interface", false, func(n *yaml.Node, p string) {
 			var s string
 			if d.str(n, p, &s) {
@@ -72,6 +86,11 @@ func (d *decoder) cluster(n *yaml.Node, path string, r *refs) *Cluster {
 		if c.NodeID != "" && c.Self() == nil {
 			d.errorf(nodeIDN, join(path, "node_id"), "node %q is not in peers", c.NodeID)
 		}
+	}
+	// Every data node seals the SA records it replicates and opens those
+	// it takes over; a witness only votes and never sees them in the clear.
+	if self := c.Self(); self != nil && !self.Witness && keyFileN == nil {
+		d.errorf(peek(n), path, "missing required key %q (the cluster key; only a witness needs none)", "key_file")
 	}
 	if c.ElectionTimeout < c.HeartbeatTimeout {
 		at := electionN

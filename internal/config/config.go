@@ -266,6 +266,7 @@ type Cluster struct {
 	NodeID           string
 	Peers            []Peer // every voter, this node included, in file order
 	DataDir          string // raft log and snapshots
+	KeyFile          string // cluster key sealing SA records, checked at load but not kept; "" only on a witness
 	Interface        string // interface VIPs are added to; "" picks the one whose subnet holds the VIP
 	TLS              TLSFiles
 	HeartbeatTimeout time.Duration // raft heartbeat timeout, default 500ms

@@ -380,12 +380,34 @@ pools: {rw: 192.0.2.0/24}
 cluster:
   node_id: node1
   data_dir: raft
+  key_file: pki/cluster.key
   tls: {ca: pki/ca.pem, cert: pki/node1.pem, key: pki/node1.key}
   peers:
     - {id: node1, address: "10.0.0.1:7946", vips: [192.0.2.1/24]}
     - {id: node2, address: "10.0.0.2:7946"}
     - {id: node3, address: "10.0.0.3:7946"}
-`, []string{`gw.yaml:7: cluster.peers[0].vips[0]: VIP 192.0.2.1 lies in virtual-IP pool "rw" (192.0.2.1-192.0.2.254)`}},
+`, []string{`gw.yaml:8: cluster.peers[0].vips[0]: VIP 192.0.2.1 lies in virtual-IP pool "rw" (192.0.2.1-192.0.2.254)`}},
+		{"a data node without the cluster key", `
+cluster:
+  node_id: node1
+  data_dir: raft
+  tls: {ca: pki/ca.pem, cert: pki/node1.pem, key: pki/node1.key}
+  peers:
+    - {id: node1, address: "10.0.0.1:7946"}
+    - {id: node2, address: "10.0.0.2:7946"}
+    - {id: node3, address: "10.0.0.3:7946"}
+`, []string{`gw.yaml:2: cluster: missing required key "key_file" (the cluster key; only a witness needs none)`}},
+		{"a cluster key file of the wrong form", `
+cluster:
+  node_id: node1
+  data_dir: raft
+  key_file: pki/node1.key
+  tls: {ca: pki/ca.pem, cert: pki/node1.pem, key: pki/node1.key}
+  peers:
+    - {id: node1, address: "10.0.0.1:7946"}
+    - {id: node2, address: "10.0.0.2:7946"}
+    - {id: node3, address: "10.0.0.3:7946"}
+`, []string{`gw.yaml:4: cluster.key_file: pki/node1.key: expected 64 hexadecimal characters (a 32-byte key)`}},
 		{"a witness takes no connections", pskConn + `
 cluster:
   node_id: w
@@ -647,6 +669,7 @@ pools: {rw: 10.30.0.0/22}
 cluster:
   node_id: node2
   data_dir: raft
+  key_file: pki/cluster.key
   tls: {ca: pki/ca.pem, cert: pki/node2.pem, key: pki/node2.key}
   peers:
     - {id: node1, address: "10.0.0.1:7946", vips: [192.0.2.11/24]}
@@ -664,8 +687,35 @@ cluster:
 	if !cl.Peers[2].Witness || cl.HeartbeatTimeout != 500*time.Millisecond || cl.ElectionTimeout != time.Second {
 		t.Errorf("cluster = %+v", cl)
 	}
-	if !filepath.IsAbs(cl.DataDir) || filepath.Base(cl.DataDir) != "raft" || filepath.Base(cl.TLS.KeyFile) != "node2.key" {
+	if !filepath.IsAbs(cl.DataDir) || filepath.Base(cl.DataDir) != "raft" || filepath.Base(cl.TLS.KeyFile) != "node2.key" ||
+		!filepath.IsAbs(cl.KeyFile) || filepath.Base(cl.KeyFile) != "cluster.key" {
 		t.Errorf("paths not resolved against the config file: %+v", cl)
+	}
+}
+
+// TestWitnessConfig: a witness's file is its cluster section and the
+// daemon's own settings, without connections or a cluster key.
+func TestWitnessConfig(t *testing.T) {
+	cfg, err := load(t, `
+control_socket: /run/hike/witness.sock
+log: {level: debug}
+cluster:
+  node_id: w
+  data_dir: raft
+  tls: {ca: pki/ca.pem, cert: pki/node3.pem, key: pki/node3.key}
+  peers:
+    - {id: node1, address: "10.0.0.1:7946", vips: [192.0.2.11/24]}
+    - {id: node2, address: "10.0.0.2:7946", vips: [192.0.2.12/24]}
+    - {id: w, address: "10.0.0.3:7946", witness: true}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.KeyFile != "" || len(cfg.Connections) != 0 {
+		t.Errorf("key file %q, %d connections", cfg.Cluster.KeyFile, len(cfg.Connections))
+	}
+	if got, want := cfg.Summary(), "0 connections, 0 pools, data plane auto, cluster node w of 3 (witness)"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
 	}
 }
 

@@ -54,14 +54,22 @@ func TestExamplePKI(t *testing.T) {
 			t.Errorf("%s.key does not match %s.pem", name, name)
 		}
 	}
-	if _, err := readStateKey(filepath.Join(dir, "state.key")); err != nil {
-		t.Error(err)
+	state, err := readStateKey(filepath.Join(dir, "state.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterKey, err := readStateKey(filepath.Join(dir, "cluster.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(state.Bytes()) == string(clusterKey.Bytes()) {
+		t.Error("state.key and cluster.key are the same key")
 	}
 }
 
 // writeExamplePKI creates a CA, a gateway certificate, three cluster node
 // certificates and a client certificate, all ECDSA P-256 and all marked
-// as examples in their subject.
+// as examples in their subject, and the state and cluster keys.
 func writeExamplePKI(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -135,11 +143,18 @@ func writeExamplePKI(dir string) error {
 			return err
 		}
 	}
-	stateKey := make([]byte, StateKeySize)
-	if _, err := rand.Read(stateKey); err != nil {
-		return err
+	// The state key and the cluster key have the same form (32 bytes as
+	// hex) but must not be the same key.
+	for _, name := range []string{"state.key", "cluster.key"} {
+		key := make([]byte, StateKeySize)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+			return err
+		}
 	}
-	return os.WriteFile(filepath.Join(dir, "state.key"), []byte(hex.EncodeToString(stateKey)+"\n"), 0o600)
+	return nil
 }
 
 func writePEM(path, typ string, der []byte) error {
