@@ -62,6 +62,10 @@ type Options struct {
 	// Duration bounds the run from its start; 0 ends the run once every
 	// client has its setup outcome.
 	Duration time.Duration
+	// Hold keeps the run going this long after every client has its setup
+	// outcome, then ends it (or Duration does, if sooner): a steady DPD
+	// phase of a known length, however long the ramp took.
+	Hold time.Duration
 	// RetransmitTimeout is the first retransmission timeout; 0 is the
 	// engine's default.
 	RetransmitTimeout time.Duration
@@ -99,6 +103,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Duration < 0 {
 		errs = append(errs, fmt.Errorf("duration: a non-negative duration, got %v", o.Duration))
+	}
+	if o.Hold < 0 {
+		errs = append(errs, fmt.Errorf("hold: a non-negative duration, got %v", o.Hold))
 	}
 	if o.IDFormat != "" {
 		if _, err := clientID(o.IDFormat, 0); err != nil {

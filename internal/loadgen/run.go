@@ -52,6 +52,11 @@ type run struct {
 	settleOnce  sync.Once
 	settledAt   atomic.Int64
 	dpdAtSettle atomic.Uint64
+	// What the engine had sent and retransmitted by then: after setup
+	// every request is a DPD probe, so the differences are the probes
+	// sent and those left unanswered for a retransmission timeout.
+	sentAtSettle  uint64
+	rexmtAtSettle uint64
 	// steadyAt is one DPD delay later: from then on every SA probes at
 	// its steady rate. lastMark is the latest whole number of DPD delays
 	// after it: SAs set up within moments of each other probe in step, so
@@ -166,9 +171,11 @@ func (r *run) loop(ctx context.Context) time.Time {
 		defer t.Stop()
 		deadline = t.C
 	}
-	var settled <-chan struct{}
-	if r.o.Duration == 0 {
-		settled = r.settled
+	// Without a Duration the run ends when every client has its outcome,
+	// or Hold after that.
+	settled := r.settled
+	if r.o.Duration > 0 && r.o.Hold == 0 {
+		settled = nil
 	}
 	tb := newTokenBucket(r.o.Rate, r.start)
 	pace := time.NewTimer(0)
@@ -200,12 +207,24 @@ func (r *run) loop(ctx context.Context) time.Time {
 		case <-pace.C:
 		}
 	}
-	select {
-	case <-ctx.Done():
-	case <-deadline:
-	case <-settled:
+	var hold <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return time.Now()
+		case <-deadline:
+			return time.Now()
+		case <-hold:
+			return time.Now()
+		case <-settled:
+			if r.o.Hold == 0 {
+				return time.Now()
+			}
+			t := time.NewTimer(r.o.Hold)
+			defer t.Stop()
+			hold, settled = t.C, nil
+		}
 	}
-	return time.Now()
 }
 
 // inFlightPoll is how often a ramp held back by MaxInFlight looks again:
@@ -260,6 +279,8 @@ func (r *run) maybeSettled() {
 	}
 	r.settleOnce.Do(func() {
 		r.dpdAtSettle.Store(r.dpdDone.Load())
+		st := r.eng.Stats()
+		r.sentAtSettle, r.rexmtAtSettle = st.DPDSent.Load(), st.Retransmits.Load()
 		r.settledAt.Store(int64(time.Since(r.start)))
 		close(r.settled)
 		if r.o.DPD > 0 {

@@ -22,6 +22,17 @@ const testPSK = "load generator test pre-shared key"
 // the daemon glues them, and returns its address.
 func responder(t *testing.T, psk string, dpd time.Duration) (netip.AddrPort, *ike.Engine) {
 	t.Helper()
+	return responderWith(t, psk, dpd, nil)
+}
+
+// responderFiltered is a responder that drops the requests drop picks.
+func responderFiltered(t *testing.T, drop func([]byte) bool) (netip.AddrPort, *ike.Engine) {
+	t.Helper()
+	return responderWith(t, testPSK, time.Hour, drop)
+}
+
+func responderWith(t *testing.T, psk string, dpd time.Duration, drop func([]byte) bool) (netip.AddrPort, *ike.Engine) {
+	t.Helper()
 	sock, err := transport.Listen(transport.ListenConfig{Addr: netip.MustParseAddrPort("127.0.0.1:0"), ReadBuffer: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +59,7 @@ func responder(t *testing.T, psk string, dpd time.Duration) (netip.AddrPort, *ik
 		Send: func(local, remote netip.AddrPort, msg []byte) error { return sock.SendIKE(local.Addr(), remote, msg) }})
 	eng.Start()
 	done := make(chan struct{})
-	go func() { defer close(done); sock.Serve(respHandler{eng, sock.LocalAddr().Port()}) }()
+	go func() { defer close(done); sock.Serve(respHandler{eng, sock.LocalAddr().Port(), drop}) }()
 	t.Cleanup(func() { sock.Close(); <-done; eng.Close() })
 	return sock.LocalAddr(), eng
 }
@@ -56,9 +67,13 @@ func responder(t *testing.T, psk string, dpd time.Duration) (netip.AddrPort, *ik
 type respHandler struct {
 	eng  *ike.Engine
 	port uint16
+	drop func([]byte) bool
 }
 
 func (h respHandler) HandleIKE(p *transport.Packet) {
+	if h.drop != nil && h.drop(p.Data) {
+		return
+	}
 	h.eng.HandleIKE(netip.AddrPortFrom(p.Local, h.port), p.Remote, p.Data)
 }
 func (respHandler) HandleESP(*transport.Packet) {}
@@ -233,5 +248,66 @@ func TestRunChildRefused(t *testing.T) {
 	}
 	if s.Failed != 5 || s.Failures["IKE SA up, Child SA refused"] != 5 || s.UpAtEnd != 5 {
 		t.Fatalf("failed %d %v, up %d: want 5 refused Child SAs on IKE SAs still up", s.Failed, s.Failures, s.UpAtEnd)
+	}
+}
+
+// TestRunHold: with Hold and no Duration the run goes on for Hold after
+// the last setup, probing at the DPD delay, and counts the probes sent in
+// that time.
+func TestRunHold(t *testing.T) {
+	target, _ := responder(t, testPSK, time.Hour)
+	const hold = 1200 * time.Millisecond
+	s, err := Run(context.Background(), Options{Target: target, Clients: 20, Rate: 1000, PSK: []byte(testPSK),
+		IDFormat: "client%d.load", Sources: []netip.Prefix{netip.MustParsePrefix("127.81.0.0/24")},
+		DPD: 200 * time.Millisecond, Hold: hold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Established != 20 || s.SetupElapsed <= 0 {
+		t.Fatalf("established %d, setups ended at %vs: %v", s.Established, s.SetupElapsed, s.Failures)
+	}
+	// Hold is a lower bound; the upper one allows a stalled machine.
+	if after := s.Elapsed - s.SetupElapsed; after < hold.Seconds()-0.01 || after > hold.Seconds()+1 {
+		t.Fatalf("run ended %.3fs after the last setup, want %v", after, hold)
+	}
+	if s.DPD.SentAfterSetup == 0 || s.DPD.SentAfterSetup > s.DPD.Sent || s.DPD.AfterSetup == 0 {
+		t.Fatalf("DPD %+v: want probes sent and answered after setup", s.DPD)
+	}
+}
+
+// TestRunHoldBoundedByDuration: Duration ends a run whose clients never
+// settle, Hold or not.
+func TestRunHoldBoundedByDuration(t *testing.T) {
+	start := time.Now()
+	s, err := Run(context.Background(), Options{Target: netip.MustParseAddrPort("127.0.0.1:9"), Clients: 5, Rate: 1000,
+		PSK: []byte(testPSK), IDFormat: "c%d.load", Duration: 300 * time.Millisecond, Hold: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second || s.Pending != 5 {
+		t.Fatalf("run took %v with %d pending: Duration must end it", d, s.Pending)
+	}
+}
+
+// TestRunDPDUnanswered: a responder that sets SAs up but ignores every
+// INFORMATIONAL request: each probe after setup is retransmitted, and
+// the summary counts it so, while none completes.
+func TestRunDPDUnanswered(t *testing.T) {
+	target, _ := responderFiltered(t, func(data []byte) bool {
+		// Octet 18 of the IKE header is the exchange type (RFC 7296 §3.1).
+		return len(data) > 18 && wire.ExchangeType(data[18]) == wire.INFORMATIONAL
+	})
+	s, err := Run(context.Background(), Options{Target: target, Clients: 10, Rate: 1000, PSK: []byte(testPSK),
+		IDFormat: "client%d.load", Sources: []netip.Prefix{netip.MustParsePrefix("127.82.0.0/24")},
+		DPD: 100 * time.Millisecond, RetransmitTimeout: 100 * time.Millisecond, Hold: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Established != 10 {
+		t.Fatalf("established %d: %v", s.Established, s.Failures)
+	}
+	d := s.DPD
+	if d.SentAfterSetup == 0 || d.RetransmitsAfterSetup == 0 || d.Completed != 0 || d.RetransmitsAfterSetup > 5*d.Sent {
+		t.Fatalf("DPD %+v: want probes sent and retransmitted, none answered", d)
 	}
 }

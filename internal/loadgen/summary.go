@@ -80,6 +80,13 @@ type DPDSummary struct {
 	// AfterSetup counts those completed after every client had its setup
 	// outcome: what the responder's CPU time after setup paid for.
 	AfterSetup uint64 `json:"completed_after_setup"`
+	// SentAfterSetup counts probes sent after every client had its setup
+	// outcome, and RetransmitsAfterSetup how often one of them went a
+	// retransmission timeout without an answer and was sent again: a
+	// responder that keeps up has next to none, and Timeouts (five
+	// retransmissions, about a minute) come too late for a short run.
+	SentAfterSetup        uint64 `json:"sent_after_setup"`
+	RetransmitsAfterSetup uint64 `json:"retransmits_after_setup"`
 	// PerSecond is completed DPD exchanges per second over Window: whole
 	// DPD delays from one delay after every client had its setup outcome,
 	// when every SA probes at its steady rate (SAs set up together probe
@@ -148,6 +155,8 @@ func (r *run) summary(elapsed time.Duration) *Summary {
 		settled := time.Duration(r.settledAt.Load())
 		s.SetupElapsed = round3(settled.Seconds())
 		s.DPD.AfterSetup = done - r.dpdAtSettle.Load()
+		s.DPD.SentAfterSetup = s.DPD.Sent - r.sentAtSettle
+		s.DPD.RetransmitsAfterSetup = s.Retransmits - r.rexmtAtSettle
 		first, last := time.Duration(r.steadyAt.Load()), time.Duration(r.lastMarkAt.Load())
 		switch {
 		case first > 0 && last > first:
@@ -183,6 +192,10 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "dpd:     %d sent, %d completed, %d timeouts; %.1f/s over %.1fs; rtt p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
 		s.DPD.Sent, s.DPD.Completed, s.DPD.Timeouts, s.DPD.PerSecond, s.DPD.Window, s.DPD.RTT.P50, s.DPD.RTT.P99, s.DPD.RTT.Max)
+	if s.DPD.SentAfterSetup > 0 {
+		fmt.Fprintf(&b, "         after setup: %d probes sent, %d sent again for want of an answer\n",
+			s.DPD.SentAfterSetup, s.DPD.RetransmitsAfterSetup)
+	}
 	fmt.Fprintf(&b, "end:     %d IKE SAs up, %d resyncs answered, %d retransmits, %d send errors\n",
 		s.UpAtEnd, s.ResyncsSeen, s.Retransmits, s.SendErrors)
 	if d := s.Drops; d != (Drops{}) {
