@@ -18,13 +18,14 @@ import (
 
 func newLoadCmd() *cobra.Command {
 	var (
-		target, rate, dpd, duration, retransmit string
-		pskFile, pskEnv, idFmt, sources         string
-		logLevel                                string
-		proposals, espProposals                 []string
-		watch                                   []int
-		asJSON                                  bool
-		o                                       loadgen.Options
+		target, rate, dpd, duration, hold string
+		retransmit                        string
+		pskFile, pskEnv, idFmt, sources   string
+		logLevel                          string
+		proposals, espProposals           []string
+		watch                             []int
+		asJSON, progress                  bool
+		o                                 loadgen.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "load --target ADDR[:PORT] --clients N --rate R/s --psk-file F",
@@ -56,6 +57,9 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 			if o.Duration, err = loadgen.ParseDuration(duration); err != nil {
 				errs = append(errs, fmt.Errorf("--duration: %w", err))
 			}
+			if o.Hold, err = loadgen.ParseDuration(hold); err != nil {
+				errs = append(errs, fmt.Errorf("--hold: %w", err))
+			}
 			if o.RetransmitTimeout, err = loadgen.ParseDuration(retransmit); err != nil {
 				errs = append(errs, fmt.Errorf("--retransmit: %w", err))
 			}
@@ -84,6 +88,8 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 			}
 			if f, ok := cmd.ErrOrStderr().(*os.File); ok && isTerminal(f) && logLevel == "" {
 				o.Progress = f
+			} else if progress {
+				o.Progress = cmd.ErrOrStderr()
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -116,6 +122,8 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 	f.BoolVar(&o.VirtualIP, "vip", false, "request a virtual IP, which becomes the Child SA's selector (needed with strongSwan's kernel-libipsec)")
 	f.BoolVar(&o.RFC6311, "rfc6311", true, "advertise RFC 6311 message ID and replay counter sync")
 	f.StringVar(&duration, "duration", "0", "run time from the start; 0 stops once every client has its setup outcome")
+	f.StringVar(&hold, "hold", "0", "after every client has its setup outcome, run this much longer (a steady DPD phase), then stop; 0: --duration alone decides")
+	f.BoolVar(&progress, "progress", false, "write the progress line to stderr even when it is not a terminal (for a harness to follow)")
 	f.StringVar(&retransmit, "retransmit", "0", "first retransmission timeout; 0 is the engine's default (2s)")
 	f.IntSliceVar(&watch, "watch-pid", nil, "also report the CPU time of this process over the run (repeatable), e.g. the responder")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")

@@ -11,21 +11,27 @@ import (
 
 func runLoad(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out bytes.Buffer
+	out, _, err := runLoadStderr(t, args...)
+	return out, err
+}
+
+func runLoadStderr(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
 	cmd := newRootCmd()
 	cmd.SetOut(&out)
-	cmd.SetErr(&bytes.Buffer{})
+	cmd.SetErr(&errOut)
 	cmd.SetArgs(append([]string{"load"}, args...))
 	err := cmd.Execute()
-	return out.String(), err
+	return out.String(), errOut.String(), err
 }
 
 func TestLoadBadArgumentsSayWhatIsExpected(t *testing.T) {
-	_, err := runLoad(t, "--target", "gw.example", "--rate", "fast", "--dpd", "soon", "--sources", "10.0.0.0/99")
+	_, err := runLoad(t, "--target", "gw.example", "--rate", "fast", "--dpd", "soon", "--hold", "-1s", "--sources", "10.0.0.0/99")
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, want := range []string{"--target", "expected ADDR or ADDR:PORT", "--rate", "per second", "--dpd", "5s",
+	for _, want := range []string{"--target", "expected ADDR or ADDR:PORT", "--rate", "per second", "--dpd", "5s", "--hold",
 		"--sources", "CIDR", "--psk-file FILE or --psk-env VAR"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
@@ -72,5 +78,24 @@ func TestLoadJSONOnLoopback(t *testing.T) {
 	}
 	if s.Clients != 5 || s.Initiated != 5 || s.Pending != 5 || s.Established != 0 {
 		t.Fatalf("summary %+v", s)
+	}
+}
+
+// TestLoadProgressFlag: --progress writes the live line to a stderr that
+// is no terminal, for a harness to follow; without it stderr stays quiet.
+func TestLoadProgressFlag(t *testing.T) {
+	t.Setenv("HIKE_LOAD_TEST_PSK", "a pre-shared key")
+	args := []string{"--target", "127.0.0.1:9", "--port", "0", "--clients", "5", "--rate", "50/s", "--psk-env", "HIKE_LOAD_TEST_PSK",
+		"--duration", "300ms", "--json"}
+	_, quiet, err := runLoadStderr(t, args...)
+	if err != nil || quiet != "" {
+		t.Fatalf("without --progress: stderr %q, %v", quiet, err)
+	}
+	_, progress, err := runLoadStderr(t, append(args, "--progress")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(progress, "\r") || !strings.Contains(progress, "initiated 5/5") {
+		t.Fatalf("with --progress: stderr %q, want \\r-led lines counting the clients", progress)
 	}
 }
