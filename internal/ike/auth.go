@@ -391,7 +391,7 @@ func (e *Engine) established(sa *SA) {
 	e.stats.Established.Add(1)
 	sa.conn.active.Add(1)
 	e.table.addPeer(sa)
-	e.touch()
+	e.touch(sa)
 	e.log.Info("IKE SA established", "sa", sa.logID(), "conn", sa.conn.Name, "remote", sa.remote,
 		"peer_id", idString(sa.peerID), "mid_sync", sa.ext.MIDSync, "replay_sync", sa.ext.ReplaySync,
 		"nat", sa.ext.NATLocal || sa.ext.NATRemote)

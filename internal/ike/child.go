@@ -302,7 +302,7 @@ func (e *Engine) keyChild(sa *SA, c *ChildSA, gir, ni, nr []byte, weInitiated bo
 		c.expireAt = now.Add(d)
 	}
 	c.state = childInstalled
-	e.touch()
+	e.touch(sa)
 	return e.installChild(sa, c)
 }
 
@@ -370,7 +370,7 @@ func (e *Engine) uninstallChild(sa *SA, c *ChildSA) {
 		c.keys.zero()
 		c.keys = nil
 	}
-	e.touch()
+	e.touch(sa)
 	if !c.installed || e.cfg.Dataplane == nil {
 		c.installed = false
 		return

@@ -116,6 +116,7 @@ type Engine struct {
 	cookies  cookieSecret
 	halfOpen atomic.Int64
 	dirty    atomic.Bool
+	repl     replState
 	reqIDs   atomic.Uint32
 	stats    Stats
 	logLimit rateLimiter
@@ -433,7 +434,7 @@ func (e *Engine) remove(sa *SA, reason string) {
 		sa.keys.Zero()
 	}
 	sa.state = StateDead
-	e.touch()
+	e.touch(sa)
 	if sa.onUp != nil {
 		f := sa.onUp
 		sa.onUp = nil

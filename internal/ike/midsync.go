@@ -107,6 +107,7 @@ func (e *Engine) maybeSyncRequest(sa *SA, m *wire.Message, local, remote netip.A
 		}
 	}
 	sa.stats.SyncsAnswered++
+	e.touch(sa)
 	sa.stats.LastSyncBefore = before
 	sa.stats.LastSyncAfter = [2]uint32{sa.nextSend, sa.nextRecv}
 	e.stats.SyncsAnswered.Add(1)
@@ -144,6 +145,7 @@ func (e *Engine) sendSyncResponse(sa *SA, reply msgsync.Sync) {
 		return
 	}
 	e.send(sa, packets)
+	e.checkMarks(sa)
 }
 
 // applyReplayDelta adds the cluster's delta to the outbound sequence number

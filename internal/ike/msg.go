@@ -119,7 +119,20 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 		e.send(sa, c.packets)
 		return
 	}
-	if h.MessageID != sa.nextRecv {
+	if c := &sa.cache; c.valid && h.MessageID == c.mid && e.authentic(sa, m) {
+		// The same Message ID with other content: a cluster node that
+		// took the SA over from a record without our answer, sending its
+		// first request under the Message ID its predecessor used. RFC
+		// 7296 §2.1 answers a Message ID already answered with the same
+		// response, and so it learns that the request was processed.
+		e.stats.RetransmitsIn.Add(1)
+		e.send(sa, c.packets)
+		return
+	}
+	// slack: taken over from a record, the predecessor may have answered
+	// the request after the recorded one.
+	slack := sa.recvSlack && h.MessageID == sa.nextRecv+1
+	if h.MessageID != sa.nextRecv && !slack {
 		if h.MessageID == 0 && e.maybeSyncRequest(sa, m, local, remote) {
 			return
 		}
@@ -151,6 +164,10 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 		return // a fragment of an incomplete message
 	}
 	sa.lastHeard = e.now()
+	if sa.recvSlack {
+		sa.recvSlack = false
+		sa.nextRecv = h.MessageID
+	}
 	e.followPeer(sa, local, remote)
 
 	var w wire.Builder
@@ -175,6 +192,7 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 	e.stats.exchange(h.Exchange, true, err != nil)
 	e.sendResponse(sa, h.Exchange, h.MessageID, &w, icv)
 	sa.nextRecv++
+	e.midMoved(sa)
 	switch post {
 	case postDeleteSA:
 		e.remove(sa, "deleted by peer")
@@ -216,6 +234,17 @@ func (e *Engine) sendResponse(sa *SA, x wire.ExchangeType, mid uint32, w *wire.B
 	c.icvLen = uint8(copy(c.icv[:], reqICV))
 	c.packets = packets
 	c.at = e.now()
+	e.checkMarks(sa)
+}
+
+// authentic reports whether m, a request in one datagram, passes its
+// integrity check. It decrypts in place, so m is spent.
+func (e *Engine) authentic(sa *SA, m *wire.Message) bool {
+	if sa.sk == nil || len(m.Payloads) == 0 || m.Payloads[len(m.Payloads)-1].Type != wire.PayloadSK {
+		return false
+	}
+	_, _, err := sa.sk.OpenInPlace(m.Raw, m.Payloads[len(m.Payloads)-1])
+	return err == nil
 }
 
 // seal protects the chain in w into one datagram, or into RFC 7383
@@ -317,6 +346,7 @@ func (e *Engine) followPeer(sa *SA, local, remote netip.AddrPort) {
 	for _, c := range sa.children {
 		e.updateChildEncap(sa, c, old)
 	}
+	e.touch(sa)
 }
 
 // handleResponse matches a response to our outstanding request.
@@ -327,7 +357,7 @@ func (e *Engine) handleResponse(sa *SA, m *wire.Message, local, remote netip.Add
 		e.handleSyncResponse(sa, m)
 		return
 	}
-	if out == nil || h.MessageID != out.mid || h.Exchange != out.x.kind() {
+	if out == nil || h.MessageID != out.mid || (h.Exchange != out.x.kind() && !sa.sendSlack) {
 		e.limitedDebug("unexpected response", "sa", sa.logID(), "mid", h.MessageID)
 		return
 	}
@@ -349,6 +379,24 @@ func (e *Engine) handleResponse(sa *SA, m *wire.Message, local, remote netip.Add
 	sa.out = nil
 	sa.nextSend++
 	sa.lastHeard = e.now()
+	e.midMoved(sa)
+	if sa.sendSlack {
+		sa.sendSlack = false
+		if h.Exchange != out.x.kind() {
+			// The peer answered our predecessor's request under this
+			// Message ID and repeated that answer: it proves the peer
+			// alive and the Message IDs in step, but answers nothing
+			// we asked, so our exchange starts again under the next.
+			e.log.Info("taken-over SA: peer repeated its answer to the previous owner", "sa", sa.logID(), "mid", h.MessageID)
+			if r, ok := out.x.(rerunner); ok {
+				sa.queue = append([]exchange{r.rerun()}, sa.queue...)
+			} else if a, ok := out.x.(abandoner); ok {
+				a.abandon(errDrop)
+			}
+			e.kick(sa)
+			return
+		}
+	}
 	err := out.x.process(e, sa, &in)
 	e.stats.exchange(h.Exchange, false, err != nil)
 	if f := e.cfg.OnExchange; f != nil {

@@ -19,12 +19,13 @@ import (
 // (package state) and replicated only over mutually authenticated TLS; it
 // never goes to a log (String and LogValue redact it).
 //
-// Counters that we advance ourselves are recorded as reservations, not
-// values (DESIGN.md): NextSend and IVMark are above anything this node has
-// used or will use before it records again, so a successor never reuses a
-// Message ID or an AEAD IV. Counters the peer advances (NextRecv, inbound
-// sequence numbers) can only be as fresh as the record; RFC 6311 repairs
-// them for capable peers.
+// The AEAD IV counter is recorded as a reservation, not a value
+// (DESIGN.md): IVMark is above anything this node has used or will use
+// before it records again, so a successor never reuses an IV. NextSend is a
+// reservation too when the peer does RFC 6311, whose sync repairs the
+// Message IDs in both directions; a peer without it accepts nothing but
+// the exact next Message ID (its window is 1 in practice), so for such an
+// SA NextSend is exact and every Message ID change makes the record stale.
 type Record struct {
 	Version     int               `json:"v"`
 	Conn        string            `json:"conn"`
@@ -104,20 +105,36 @@ func (e *Engine) Records() []Record {
 	for _, sa := range sas {
 		sa.mu.Lock()
 		if sa.state == StateEstablished && sa.keys != nil {
-			out = append(out, e.record(sa, now))
+			out = append(out, e.record(sa, now, false))
 		}
 		sa.mu.Unlock()
 	}
 	return out
 }
 
-// record builds sa's record and renews its reservations; sa.mu is held.
-func (e *Engine) record(sa *SA, now time.Time) Record {
-	sa.sendMark = sa.nextSend + sendBlock
-	if sa.out != nil {
-		sa.sendMark = sa.out.mid + 1 + sendBlock
+// record builds sa's record and renews its reservations, those of the
+// cluster's copy with repl, else those of the state file; sa.mu is held.
+func (e *Engine) record(sa *SA, now time.Time, repl bool) Record {
+	var send uint32
+	switch {
+	case !sa.ext.MIDSync && sa.out != nil:
+		// A successor sends its first request under this Message ID; a
+		// peer that answered it already resends that answer (RFC 7296
+		// §2.1), and sendSlack takes it.
+		send = sa.out.mid
+	case !sa.ext.MIDSync:
+		send = sa.nextSend
+	case sa.out != nil:
+		send = sa.out.mid + 1 + sendBlock
+	default:
+		send = sa.nextSend + sendBlock
 	}
-	sa.ivMark = sa.sk.NextIV() + ivBlock
+	iv := sa.sk.NextIV() + ivBlock
+	if repl {
+		sa.replSend, sa.replIV, sa.replAt = send, iv, now
+	} else {
+		sa.sendMark, sa.ivMark = send, iv
+	}
 	k := sa.keys
 	r := Record{
 		Version: recordVersion, SPIi: sa.spiI, SPIr: sa.spiR, Initiator: sa.initiator,
@@ -126,7 +143,7 @@ func (e *Engine) record(sa *SA, now time.Time) Record {
 		Keys: RecordKeys{D: bytes.Clone(k.D), Ai: bytes.Clone(k.Ai), Ar: bytes.Clone(k.Ar), Ei: bytes.Clone(k.Ei),
 			Er: bytes.Clone(k.Er), Pi: bytes.Clone(k.Pi), Pr: bytes.Clone(k.Pr)},
 		Ext: sa.ext, PeerIDType: sa.peerID.Type, PeerID: bytes.Clone(sa.peerID.Data), VIP: sa.vip,
-		NextSend: sa.sendMark, NextRecv: sa.nextRecv, PeerWindow: sa.peerWindow, IVMark: sa.ivMark,
+		NextSend: send, NextRecv: sa.nextRecv, PeerWindow: sa.peerWindow, IVMark: iv,
 		Sync: sa.sync, Established: sa.established, Saved: now,
 	}
 	if sa.conn != nil {
@@ -143,15 +160,27 @@ func (e *Engine) record(sa *SA, now time.Time) Record {
 			EncrBits: c.encrBits, Integ: c.integ, ESN: c.esn, LocalTS: c.localTS, RemoteTS: c.remoteTS,
 			InEncr: bytes.Clone(c.keys.inE), InInteg: bytes.Clone(c.keys.inA),
 			OutEncr: bytes.Clone(c.keys.outE), OutInteg: bytes.Clone(c.keys.outA), Created: c.created}
-		if dp := e.cfg.Dataplane; dp != nil && c.installed {
-			cr.OutSeq, _ = dp.OutboundSeq(dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)})
-			if r, err := dp.ReplayState(dataplane.SAID{SPI: c.spiIn, Src: addrOf(sa.remote), Dst: addrOf(sa.local)}); err == nil {
-				cr.InSeq = r.Seq
-			}
+		cr.OutSeq, cr.InSeq = e.childSeqs(sa, c)
+		if repl {
+			c.replOut, c.replIn = cr.OutSeq, cr.InSeq
 		}
 		r.Children = append(r.Children, cr)
 	}
 	return r
+}
+
+// childSeqs reads c's outbound and highest inbound sequence numbers from
+// the data plane, zero where it has none.
+func (e *Engine) childSeqs(sa *SA, c *ChildSA) (out, in uint64) {
+	dp := e.cfg.Dataplane
+	if dp == nil || !c.installed {
+		return 0, 0
+	}
+	out, _ = dp.OutboundSeq(dataplane.SAID{SPI: c.spiOut, Src: addrOf(sa.local), Dst: addrOf(sa.remote)})
+	if r, err := dp.ReplayState(dataplane.SAID{SPI: c.spiIn, Src: addrOf(sa.remote), Dst: addrOf(sa.local)}); err == nil {
+		in = r.Seq
+	}
+	return out, in
 }
 
 // RestoreOptions say how restored SAs resume.
@@ -190,12 +219,17 @@ func (e *Engine) Restore(recs []Record, opts RestoreOptions) (int, error) {
 			}
 		default:
 			sa.needsSync = true
+			sa.recvSlack, sa.sendSlack = true, true
 			o := opts.Sync
 			if o.OutboundJump == 0 {
 				o.OutboundJump = sa.conn.SyncJump
 			}
 			e.jumpOutbound(sa, o)
 		}
+		// This node's reservations start where the record's end: record
+		// again before they run out under a successor restoring the
+		// same record.
+		e.touch(sa)
 		e.rearm(sa)
 		sa.mu.Unlock()
 	}
@@ -241,6 +275,7 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 		peerID: wire.ID{Type: r.PeerIDType, Data: bytes.Clone(r.PeerID)}, vip: r.VIP,
 		nextSend: r.NextSend, nextRecv: r.NextRecv, peerWindow: r.PeerWindow, sync: r.Sync,
 		lastHeard: now, sendMark: r.NextSend, ivMark: r.IVMark,
+		replSend: r.NextSend, replIV: r.IVMark, replAt: r.Saved,
 	}
 	if d := conn.DPDDelay; d > 0 {
 		sa.dpdAt = now.Add(d)
@@ -269,6 +304,7 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 			encrBits: cr.EncrBits, integ: cr.Integ, esn: cr.ESN, localTS: cr.LocalTS, remoteTS: cr.RemoteTS,
 			keys: &childKeys{inE: bytes.Clone(cr.InEncr), inA: bytes.Clone(cr.InInteg),
 				outE: bytes.Clone(cr.OutEncr), outA: bytes.Clone(cr.OutInteg)}}
+		c.replOut, c.replIn = cr.OutSeq, cr.InSeq
 		claimChildSPI(c.spiIn)
 		if age := r.Saved.Sub(cr.Created).Seconds(); age > 0 && !cr.Created.IsZero() {
 			c.outRate, c.inRate = float64(cr.OutSeq)/age, float64(cr.InSeq)/age
@@ -303,20 +339,26 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 	return sa, nil
 }
 
-// Dirty reports, and clears, whether any SA changed in a way a record must
-// capture since the last call: established, rekeyed, deleted, or a
-// reservation running out.
+// Dirty reports, and clears, whether any SA changed in a way the state
+// file's records must capture since the last call: established, rekeyed,
+// deleted, a Message ID moved on an SA without RFC 6311, or a reservation
+// running out.
 func (e *Engine) Dirty() bool { return e.dirty.Swap(false) }
 
-// touch marks the records stale; sa.mu is held.
-func (e *Engine) touch() { e.dirty.Store(true) }
-
-// checkMarks renews reservations that are about to run out; sa.mu is held.
+// checkMarks renews reservations that are about to run out, in the state
+// file's records and in the cluster's; sa.mu is held. Our own Message IDs
+// and IVs advance only here, after a message went out, so one check per
+// sent message keeps both copies ahead.
 func (e *Engine) checkMarks(sa *SA) {
-	if sa.state != StateEstablished {
+	if sa.state != StateEstablished || sa.sk == nil {
 		return
 	}
-	if sa.nextSend+sendBlock/2 >= sa.sendMark || (sa.sk != nil && sa.sk.NextIV()+ivBlock/2 >= sa.ivMark) {
-		e.touch()
+	iv := sa.sk.NextIV() + ivBlock/2
+	mid := sa.nextSend + sendBlock/2
+	if (sa.ext.MIDSync && mid >= sa.sendMark) || iv >= sa.ivMark {
+		e.dirty.Store(true)
+	}
+	if e.repl.on.Load() && ((sa.ext.MIDSync && mid >= sa.replSend) || iv >= sa.replIV) {
+		e.markChanged(sa)
 	}
 }

@@ -549,7 +549,8 @@ func (e *Engine) moveChildren(old, n *SA) {
 	if old.vip.IsValid() {
 		n.vip, old.vip = old.vip, netip.Addr{}
 	}
-	e.touch()
+	e.touch(old)
+	e.touch(n)
 }
 
 // ikeRekey is what both messages of an IKE SA rekey carry (RFC 7296 §1.3.2).

@@ -150,6 +150,7 @@ func (e *Engine) sendSyncRequest(sa *SA) error {
 	}
 	p.packets = packets
 	e.send(sa, packets)
+	e.checkMarks(sa)
 	return nil
 }
 
@@ -252,6 +253,7 @@ func (e *Engine) installCounters(sa *SA, c msgsync.Counters) {
 	sa.nextSend = c.NextSend
 	sa.nextRecv = c.NextRecv
 	sa.cache = responseCache{}
+	e.touch(sa)
 }
 
 // jumpReplayCounters prepares IPSEC_REPLAY_COUNTER_SYNC: our outbound

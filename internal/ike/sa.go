@@ -87,9 +87,14 @@ type SA struct {
 	nextRecv   uint32 // Message ID we expect on the peer's next request
 	peerWindow uint32
 	out        *outstanding
-	// sendMark and ivMark are the reservations last recorded (record.go).
+	// sendMark and ivMark are the reservations last written to the state
+	// file (Records), replSend and replIV those last handed to the cluster
+	// (TakeChanges): the two copies age separately, and each must stay
+	// ahead of what this node uses.
 	sendMark uint32
 	ivMark   uint64
+	replSend uint32
+	replIV   uint64
 	queue    []exchange
 	cache    responseCache
 	reasm    *crypto.Reassembler // RFC 7383, only while a fragmented request arrives
@@ -110,6 +115,21 @@ type SA struct {
 	needsSync bool
 	// ikeCollision is set while the peer's rekey of this SA crosses ours.
 	ikeCollision *ikeCollision
+	// Replication (changes.go). dirty says the SA waits in the engine's
+	// change list; replAt is when its last replicated record was taken,
+	// taken the TakeChanges call that last reported it. gone says its
+	// deletion was reported, released that it was handed to another node
+	// and must not be reported deleted.
+	dirty    bool
+	gone     bool
+	released bool
+	replAt   time.Time
+	taken    uint64
+	// After a takeover from a possibly stale record of an SA without RFC
+	// 6311, the previous owner may have answered one more request of the
+	// peer's (recvSlack) or had its own answered (sendSlack) than the
+	// record shows; the first exchange in each direction settles it.
+	recvSlack, sendSlack bool
 	// onUp reports the outcome of an initiation to whoever asked for it.
 	onUp  func(SAInfo, error)
 	stats SAStats
@@ -230,6 +250,9 @@ type ChildSA struct {
 	// them.
 	outRate, inRate float64
 	ratedAt         time.Time
+	// replOut and replIn are the sequence numbers in the last replicated
+	// record: TakeChanges re-records the SA when the data plane's differ.
+	replOut, replIn uint64
 }
 
 type childState uint8
