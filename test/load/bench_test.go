@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hike-vpn/hike/internal/loadgen"
+	"github.com/hike-vpn/hike/internal/netlab"
 	"github.com/hike-vpn/hike/internal/netlab/swan"
 )
 
@@ -18,17 +19,18 @@ import (
 //
 //	HIKE_BENCH=1 go test ./test/load -run BenchResponders -v -timeout 30m
 //
-// HIKE_BENCH_CLIENTS (5000), HIKE_BENCH_RATE (2000/s), HIKE_BENCH_DPD (1),
-// HIKE_BENCH_DURATION (30s), HIKE_BENCH_CHILD (false), HIKE_BENCH_INFLIGHT
-// (no bound) and
-// HIKE_BENCH_PEERS (hike,strongswan) adjust it. It reports, it asserts
-// nothing but that the runs happened.
+// HIKE_BENCH_CLIENTS (5000; a comma-separated list such as 10000,60000
+// runs every size against every responder, each freshly started),
+// HIKE_BENCH_RATE (2000/s), HIKE_BENCH_DPD (1), HIKE_BENCH_DURATION (30s),
+// HIKE_BENCH_CHILD (false), HIKE_BENCH_INFLIGHT (no bound) and
+// HIKE_BENCH_PEERS (hike,strongswan) adjust it; HIKE_BENCH_PPROF=DIR saves
+// hike's heap profile after each run there (see pprof.go). It reports, it
+// asserts nothing but that the runs happened.
 func TestBenchResponders(t *testing.T) {
 	if os.Getenv("HIKE_BENCH") == "" {
 		t.Skip("a benchmark: set HIKE_BENCH=1")
 	}
-	clients := env("HIKE_BENCH_CLIENTS", "5000")
-	args := []string{"--clients", clients, "--rate", env("HIKE_BENCH_RATE", "2000/s"),
+	args := []string{"--rate", env("HIKE_BENCH_RATE", "2000/s"),
 		"--dpd", env("HIKE_BENCH_DPD", "1"), "--duration", env("HIKE_BENCH_DURATION", "30s")}
 	if m := env("HIKE_BENCH_INFLIGHT", ""); m != "" {
 		args = append(args, "--max-inflight", m)
@@ -39,34 +41,44 @@ func TestBenchResponders(t *testing.T) {
 		// clients have them.
 		args = append(args, "--child", "--vip")
 	}
-	n, _ := strconv.Atoi(clients)
+	profDir := os.Getenv("HIKE_BENCH_PPROF")
 	var rows []string
-	for _, peer := range strings.Split(env("HIKE_BENCH_PEERS", "hike,strongswan"), ",") {
-		b := newBench(t)
-		var pid int
-		switch peer {
-		case "hike":
-			b.startHike(t)
-			pid = b.hike.Cmd.Process.Pid
-		case "strongswan":
-			pid = b.startSwan(t, child)
-		default:
-			t.Fatalf("HIKE_BENCH_PEERS: unknown peer %q (hike, strongswan)", peer)
+	for _, clients := range strings.Split(env("HIKE_BENCH_CLIENTS", "5000"), ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(clients))
+		if err != nil || n < 1 {
+			t.Fatalf("HIKE_BENCH_CLIENTS: %q is not a number of clients", clients)
 		}
-		time.Sleep(500 * time.Millisecond) // let the responder finish starting
-		rss0 := rssKiB(t, pid)
-		buf0 := udpRcvbufErrors(t, b)
-		s := b.load(t, append(args, "--watch-pid", strconv.Itoa(pid))...)
-		rss1 := rssKiB(t, pid)
-		rows = append(rows, row(peer, child, s, n, rss0, rss1))
-		if b.swan != nil && swanLogLevel() >= 0 {
-			t.Logf("charon log:\n%s", tail(b.swan.Log(), 80))
+		for _, peer := range strings.Split(env("HIKE_BENCH_PEERS", "hike,strongswan"), ",") {
+			b := newBench(t)
+			var pid int
+			switch peer {
+			case "hike":
+				b.startHike(t)
+				pid = b.hike.Cmd.Process.Pid
+			case "strongswan":
+				pid = b.startSwan(t, child)
+			default:
+				t.Fatalf("HIKE_BENCH_PEERS: unknown peer %q (hike, strongswan)", peer)
+			}
+			time.Sleep(500 * time.Millisecond) // let the responder finish starting
+			load0 := loadAvg(t)
+			rss0 := rssKiB(t, pid)
+			buf0 := udpRcvbufErrors(t, b)
+			s := b.load(t, append(args, "--clients", strconv.Itoa(n), "--watch-pid", strconv.Itoa(pid))...)
+			rss1 := rssKiB(t, pid)
+			rows = append(rows, row(peer, child, s, n, rss0, rss1)+fmt.Sprintf(" %.2f / %.2f |", load0, loadAvg(t)))
+			if b.swan != nil && swanLogLevel() >= 0 {
+				t.Logf("charon log:\n%s", tail(b.swan.Log(), 80))
+			}
+			t.Logf("%s, %d clients: setups ended at %.1fs, DPD window %.1fs of %.1fs, DPD %d sent %d completed; retransmits %d, client drops %+v, responder namespace UDP receive buffer overflows %d, failures %v; responder VmRSS %d -> %d KiB",
+				peer, n, s.SetupElapsed, s.DPD.Window, s.Elapsed, s.DPD.Sent, s.DPD.Completed, s.Retransmits, s.Drops, udpRcvbufErrors(t, b)-buf0, s.Failures, rss0, rss1)
+			if peer == "hike" && profDir != "" {
+				b.heapProfile(t, profDir, n, s.UpAtEnd)
+			}
+			b.lab.Close()
 		}
-		t.Logf("%s: setups ended at %.1fs, DPD window %.1fs of %.1fs, DPD %d sent %d completed; retransmits %d, client drops %+v, responder namespace UDP receive buffer overflows %d, failures %v",
-			peer, s.SetupElapsed, s.DPD.Window, s.Elapsed, s.DPD.Sent, s.DPD.Completed, s.Retransmits, s.Drops, udpRcvbufErrors(t, b)-buf0, s.Failures)
-		b.lab.Close()
 	}
-	t.Logf("\n| responder | child SA | clients | established | failed | setup rate /s | setup p50 / p99 ms | responder CPU per setup ms | DPD /s | DPD RTT p50 / p99 ms | DPD timeouts | responder CPU per DPD µs | responder CPU during DPD | load CPU during setup / DPD | responder RSS per IKE SA KiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n%s",
+	t.Logf("\n| responder | child SA | clients | established | failed | setup rate /s | setup p50 / p99 ms | responder CPU per setup ms | DPD /s | DPD RTT p50 / p99 ms | DPD timeouts | responder CPU per DPD µs | responder CPU during DPD | load CPU during setup / DPD | responder RSS per IKE SA KiB | load average before / after |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n%s",
 		strings.Join(rows, "\n"))
 }
 
@@ -182,7 +194,12 @@ func env(k, def string) string {
 // was full.
 func udpRcvbufErrors(t *testing.T, b *bench) int {
 	t.Helper()
-	out, err := b.srv.Run("cat", "/proc/net/snmp")
+	return nsRcvbufErrors(t, b.srv)
+}
+
+func nsRcvbufErrors(t *testing.T, ns *netlab.NS) int {
+	t.Helper()
+	out, err := ns.Run("cat", "/proc/net/snmp")
 	if err != nil {
 		t.Fatal(err)
 	}

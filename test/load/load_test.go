@@ -33,10 +33,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// requireLab checks the prerequisites and builds hike, unless HIKE_BIN
+// names a binary to use instead: a benchmark can then run a build of a
+// known commit while the working tree changes.
 func requireLab(t *testing.T) {
 	t.Helper()
 	labtest.Require(t, netlab.Check)
-	hikeBin = labtest.Hike(t)
+	if hikeBin = os.Getenv("HIKE_BIN"); hikeBin == "" {
+		hikeBin = labtest.Hike(t)
+	}
 }
 
 const (
@@ -91,6 +96,8 @@ type bench struct {
 	dir      string
 	hike     *netlab.Proc
 	swan     *swan.Daemon
+	// wrap runs before hike serve's own arguments, such as taskset.
+	wrap []string
 }
 
 func newBench(t *testing.T) *bench {
@@ -135,7 +142,9 @@ func (b *bench) startHike(t *testing.T) {
 	var err error
 	path := filepath.Join(b.dir, "hike.yaml")
 	must(t, os.WriteFile(path, []byte(strings.ReplaceAll(hikeConf, "$DIR", b.dir)), 0o600))
-	if b.hike, err = b.srv.Start("hike", filepath.Join(b.dir, "hike.log"), hikeBin, "serve", "-c", path); err != nil {
+	// ip netns exec, env and taskset each exec the next: the PID is hike's.
+	args := append(append([]string{}, b.wrap...), hikeBin, "serve", "-c", path)
+	if b.hike, err = b.srv.Start("hike", filepath.Join(b.dir, "hike.log"), args...); err != nil {
 		t.Fatal(err)
 	}
 	// Ready when the control socket answers.
@@ -215,6 +224,11 @@ func TestLoadAgainstHike(t *testing.T) {
 	}
 	if len(s.CPU) != 2 || s.CPU[1].Err != "" || s.CPU[1].Seconds <= 0 {
 		t.Fatalf("CPU of hike serve not measured: %+v", s.CPU)
+	}
+	// The control socket serves the runtime's profiles, which the
+	// benchmarks read: the heap profile's text form ends with MemStats.
+	if ms := memStats(b.pprofGet(t, "/debug/pprof/heap?debug=1", 10*time.Second)); ms["HeapInuse"] == 0 || ms["NumGC"] == 0 {
+		t.Fatalf("heap profile from the control socket lacks runtime.MemStats: %v", ms)
 	}
 }
 
