@@ -27,9 +27,9 @@ func appendARP(b []byte, op uint16, mac [6]byte, ip [4]byte) []byte {
 	b = binary.BigEndian.AppendUint16(b, op)
 	b = append(b, mac[:]...)
 	b = append(b, ip[:]...)
-	// The target hardware address is unknown in a request (RFC 5227 section
-	// 2.3 sets it to zero); in a reply Linux counts the frame as gratuitous
-	// only if it repeats the sender's.
+	// The target hardware address is unknown in a request (RFC 5227
+	// sections 2.1.1 and 2.3 set it to zero); in a reply Linux counts the
+	// frame as gratuitous only if it repeats the sender's.
 	if op == arpReply {
 		b = append(b, mac[:]...)
 	} else {

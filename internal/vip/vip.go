@@ -4,15 +4,16 @@
 //
 // The announcement is the point. When a node dies, the routers and clients on
 // its segment still map the VIP to the dead node's MAC, and they keep doing so
-// until their entry goes stale and a fresh resolution happens, which on Linux
-// is tens of seconds and on some routers minutes. Every packet sent in the
+// until the entry ages out and is resolved afresh, which on Linux takes
+// several seconds of failed probes to the old MAC and on some routers
+// minutes. Every packet sent in the
 // meantime is lost, so IKE retransmits and DPD would see the failover as an
 // outage. An unsolicited announcement corrects those caches within
 // milliseconds:
 //
 //   - IPv4: a gratuitous ARP (sender and target protocol address both the
 //     VIP, broadcast). It is sent in both of its historical forms, a request
-//     (RFC 5227 section 3's ARP Announcement) and a reply, because
+//     (the ARP Announcement of RFC 5227 section 2.3) and a reply, because
 //     implementations differ in which one they honour. Linux updates an
 //     existing entry from either, even within locktime, because it
 //     recognises the frame as gratuitous; for the reply form it requires the

@@ -36,6 +36,9 @@ func link(ifname string) (*net.Interface, error) {
 //
 // If the address was added but the announcement failed, the error says so;
 // the address stays, and calling Add or Announce again is safe.
+//
+// Add needs CAP_NET_ADMIN for the address and CAP_NET_RAW for the
+// announcement.
 func Add(ifname string, p netip.Prefix) error {
 	if err := checkPrefix(p); err != nil {
 		return opError("add", p, "to", ifname, err)

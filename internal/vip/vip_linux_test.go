@@ -2,6 +2,7 @@ package vip
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -275,4 +276,25 @@ func TestErrors(t *testing.T) {
 	if ok, err := Present(none, v4.Addr()); ok || err == nil || !strings.HasSuffix(err.Error(), "no such interface") {
 		t.Errorf("Present on a missing interface: %v %v", ok, err)
 	}
+}
+
+// TestDownInterface: the address goes on even when the announcement cannot
+// go out, and the error says which half failed, so the daemon can retry.
+func TestDownInterface(t *testing.T) {
+	a, _ := pair(t, "hkvd", "192.0.2.1/24", "192.0.2.2/24")
+	run(t, a, "ip", "link", "set", "va", "down")
+	vip := netip.MustParsePrefix("192.0.2.11/24")
+	inNS(t, a, func() {
+		err := Add("va", vip)
+		if err == nil || !strings.HasPrefix(err.Error(), "vip: add 192.0.2.11/24 to va: send ARP: ") ||
+			!errors.Is(err, unix.ENETDOWN) {
+			t.Errorf("Add on a down interface: %v", err)
+		}
+		if !present(t, "va", vip.Addr()) {
+			t.Error("address not added")
+		}
+		if err := Remove("va", vip); err != nil {
+			t.Error(err)
+		}
+	})
 }
