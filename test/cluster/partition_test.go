@@ -1,0 +1,210 @@
+package cluster
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestPartition cuts the leader's link (link down in its namespace). The
+// isolated node must stop serving its VIP within about a second, before
+// the majority takes it (no VIP is ever on two running nodes), the
+// majority takes it over with its SAs, and once the link is back the
+// node rejoins without taking anything back by itself.
+func TestPartition(t *testing.T) {
+	e := newCluster(t)
+	const perVIP = 5
+	for k := 1; k <= nodes; k++ {
+		if _, err := e.addLoad(k, vipOf(k), perVIP, true, "2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.waitListed(30*time.Second, nodes*perVIP); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.status(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iso := 0
+	for i := 1; i <= nodes; i++ {
+		if nodeID(i) == st.Leader {
+			iso = i
+		}
+	}
+	if iso == 0 {
+		t.Fatalf("no leader: %+v", st)
+	}
+	vip := vipOf(iso)
+
+	// Sample every node's addresses from before the cut to the end.
+	w := newVIPWatch(e)
+	defer w.stop()
+	time.Sleep(300 * time.Millisecond)
+	cutAt := time.Now()
+	if out, err := e.nodes[iso].ns.Run("ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatalf("link down: %v %s", err, out)
+	}
+	var dropped, taken time.Duration
+	taker := 0
+	if err := e.waitCond(5*time.Second, fmt.Sprintf("node%d to drop its VIP", iso), func() error {
+		if err := e.servesOnly(iso); err != nil {
+			return err
+		}
+		dropped = time.Since(cutAt)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.waitCond(10*time.Second, "the majority to take the VIP", func() error {
+		for i := 1; i <= nodes; i++ {
+			if i == iso {
+				continue
+			}
+			if vips, err := e.vipsIn(i); err == nil && containsAddr(vips, vip) {
+				taker, taken = i, time.Since(cutAt)
+				return nil
+			}
+		}
+		return fmt.Errorf("no majority node has %s", vip)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leader node%d cut off: dropped its VIP after %v; node%d added it after %v",
+		iso, dropped.Round(time.Millisecond), taker, taken.Round(time.Millisecond))
+	if dropped > 1500*time.Millisecond {
+		t.Errorf("the isolated node served its VIP for %v after the cut", dropped.Round(time.Millisecond))
+	}
+	// The majority's view: a new leader, the VIP owned by the taker, the
+	// isolated node's SAs listed there.
+	if err := e.waitCond(10*time.Second, "the majority's status", func() error {
+		s, err := e.status(taker)
+		if err != nil {
+			return err
+		}
+		if s.Leader == "" || s.Leader == nodeID(iso) {
+			return fmt.Errorf("leader %q", s.Leader)
+		}
+		if o := s.owner(vip); o != nodeID(taker) {
+			return fmt.Errorf("owner of %s is %q", vip, o)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := e.status(iso); err != nil {
+		t.Error(err)
+	} else if s.Serving {
+		t.Errorf("the isolated node says it is serving: %+v", s)
+	}
+	// Every SA once, the isolated node's included (it released them).
+	if err := e.waitListed(10*time.Second, nodes*perVIP); err != nil {
+		t.Fatal(err)
+	}
+
+	healAt := time.Now()
+	if out, err := e.nodes[iso].ns.Run("ip", "link", "set", "eth0", "up"); err != nil {
+		t.Fatalf("link up: %v %s", err, out)
+	}
+	if err := e.waitCond(15*time.Second, fmt.Sprintf("node%d to rejoin", iso), func() error {
+		s, err := e.status(iso)
+		if err != nil {
+			return err
+		}
+		if s.Leader == "" {
+			return fmt.Errorf("node%d knows no leader", iso)
+		}
+		if !s.Serving {
+			return fmt.Errorf("node%d not serving", iso)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("link back: node%d rejoined after %v", iso, time.Since(healAt).Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	// Rejoining gives nothing back by itself: handback is explicit.
+	if err := e.servesOnly(iso); err != nil {
+		t.Error(err)
+	}
+	if err := e.waitListed(5*time.Second, nodes*perVIP); err != nil {
+		t.Error(err)
+	}
+	if err := w.stop(); err != nil {
+		t.Error(err)
+	}
+	t.Logf("%d samples of every node's VIPs, none on two nodes", w.samples)
+	for _, g := range e.loads {
+		s, err := g.stop()
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		t.Logf("load group %d: up at end %d of %d, DPD timeouts %d, resyncs seen %d", g.k, s.UpAtEnd, g.clients, s.DPD.Timeouts, s.ResyncsSeen)
+		if s.UpAtEnd != int64(g.clients) || s.DPD.Timeouts != 0 {
+			t.Errorf("load group %d lost SAs: %+v", g.k, *s)
+		}
+	}
+}
+
+func containsAddr(as []netip.Addr, a netip.Addr) bool {
+	for _, x := range as {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// vipWatch samples the VIPs of every running node until stopped and
+// remembers any VIP seen on two nodes in one sample.
+type vipWatch struct {
+	e       *env
+	done    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	samples int
+	errs    []string
+}
+
+func newVIPWatch(e *env) *vipWatch {
+	w := &vipWatch{e: e, done: make(chan struct{})}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			select {
+			case <-w.done:
+				return
+			default:
+			}
+			seen := map[netip.Addr][]int{}
+			for _, i := range e.alive() {
+				vips, _ := e.vipsIn(i)
+				for _, v := range vips {
+					seen[v] = append(seen[v], i)
+				}
+			}
+			for v, ns := range seen {
+				if len(ns) > 1 && len(w.errs) < 10 {
+					w.errs = append(w.errs, fmt.Sprintf("%s: VIP %s on nodes %v", time.Now().Format("15:04:05.000"), v, ns))
+				}
+			}
+			w.samples++
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+func (w *vipWatch) stop() error {
+	w.once.Do(func() { close(w.done) })
+	w.wg.Wait()
+	if len(w.errs) > 0 {
+		return fmt.Errorf("VIPs served twice:\n%s", strings.Join(w.errs, "\n"))
+	}
+	return nil
+}
