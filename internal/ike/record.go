@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"time"
 
@@ -92,6 +93,9 @@ const recordVersion = 1
 const (
 	sendBlock = 64
 	ivBlock   = 1 << 16
+	// ivRestoreBlocks spreads restored IV counters over 2^40 of the 2^64
+	// values.
+	ivRestoreBlocks = 1 << 24
 )
 
 func (Record) String() string { return "[ike record redacted]" }
@@ -265,8 +269,12 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 		return nil, err
 	}
 	// RFC 6311 §3.4: a counter-based IV must never repeat, even after a
-	// failover; the mark is above anything the previous owner used.
-	sk.AdvanceIV(r.IVMark)
+	// failover; the mark is above anything the previous owner used. This
+	// node's own first messages go out before its next record is
+	// replicated, and a node failing over again in that time leaves the
+	// same mark to the next: each restore starts a random number of
+	// blocks above it, so that two of them meet with a chance of 2^-24.
+	sk.AdvanceIV(r.IVMark + ivBlock*rand.Uint64N(ivRestoreBlocks))
 	now := e.now()
 	sa := &SA{
 		spiI: r.SPIi, spiR: r.SPIr, initiator: r.Initiator, state: StateEstablished, conn: conn,
