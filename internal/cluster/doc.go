@@ -47,8 +47,25 @@
 // be read, and a daemon reconciles against it. Replaying the log at start
 // repeats past EventVIPs.
 //
+// # Membership and handback
+//
+// The voter set is the configured peers; Leave and Join change it at run
+// time within them (never below 3 voters). Raft changes membership only
+// on its leader, so both ask the leader over the forward channel, which
+// adds or removes only the node its certificate names. A leaving node's
+// VIPs are handed over first, like a takeover; a leaving leader hands
+// leadership over before it asks.
+//
+// A node that comes back after a failure does not take its VIPs back: its
+// SAs are being served elsewhere. Handback, on any node, asks the leader
+// to return the VIPs configured for a node (its home) once the leader
+// hears from it.
+//
+// Status is a node's view for operators: leader, term, members and how
+// recently this node heard from them, VIP owners and homes, SAs per owner,
+// and what this node applied and sent.
+//
 // # Not yet
 //
-// `hike serve` does not run a Node yet; there is no join/leave of voters
-// at run time (the voter set is the configured one) and no handback.
+// `hike serve` does not run a Node yet.
 package cluster

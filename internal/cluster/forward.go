@@ -24,7 +24,9 @@ import (
 //
 // one request at a time per connection. The leader accepts SA commands only
 // for the owner the client certificate names, so a node cannot write
-// another node's SAs.
+// another node's SAs. The same frames carry the requests that must run on
+// the leader but are not raft commands (membership.go); their first byte
+// is not cmdVersion.
 const (
 	fwdOK byte = iota
 	fwdRetry
@@ -43,6 +45,13 @@ type forwarder struct {
 }
 
 func (f *forwarder) forward(ctx context.Context, addr string, cmd []byte) error {
+	_, err := f.call(ctx, addr, cmd)
+	return err
+}
+
+// call sends one command or request to the node at addr and returns the
+// message of a successful answer.
+func (f *forwarder) call(ctx context.Context, addr string, req []byte) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.conn != nil && f.addr != addr {
@@ -52,23 +61,28 @@ func (f *forwarder) forward(ctx context.Context, addr string, cmd []byte) error 
 	if f.conn == nil {
 		c, _, err := f.n.stream.dial(addr, 2*time.Second)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if _, err := c.Write([]byte{connForward}); err != nil {
 			c.Close()
-			return err
+			return "", err
 		}
 		f.conn, f.addr, f.br = c, addr, bufio.NewReader(c)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		f.conn.SetDeadline(dl)
 	}
-	st, msg, err := f.roundTrip(cmd)
+	st, msg, err := f.roundTrip(req)
 	if err != nil {
 		f.conn.Close()
 		f.conn = nil
-		return err
+		return "", err
 	}
+	return msg, statusError(st, msg)
+}
+
+// statusError turns an answer's status into the error the caller sees.
+func statusError(st byte, msg string) error {
 	switch st {
 	case fwdOK:
 		return nil
@@ -142,7 +156,13 @@ func (n *Node) serveForward(c *tls.Conn, peer string) {
 		if _, err := io.ReadFull(br, cmd); err != nil {
 			return
 		}
-		st, msg := n.applyForwarded(cmd, peer)
+		var st byte
+		var msg string
+		if len(cmd) > 0 && isRequest(cmd[0]) {
+			st, msg = n.serveRequest(cmd, peer)
+		} else {
+			st, msg = n.applyForwarded(cmd, peer)
+		}
 		if len(msg) > 1<<15 {
 			msg = msg[:1<<15]
 		}

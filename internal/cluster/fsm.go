@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -30,6 +31,13 @@ type fsm struct {
 	vips map[netip.Addr]string
 	// notify is called with each ownership change, outside mu.
 	notify func(Event)
+	stats  fsmStats
+}
+
+// fsmStats counts what this copy of the state applied: log entries of SA
+// and VIP commands (a snapshot restore counts nothing).
+type fsmStats struct {
+	entries, entryBytes, saPuts, saDeletes, vipMoves atomic.Uint64
 }
 
 func newFSM(notify func(Event)) *fsm {
@@ -48,13 +56,17 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err != nil {
 		return err
 	}
+	f.stats.entries.Add(1)
+	f.stats.entryBytes.Add(uint64(len(l.Data)))
 	switch c.kind {
 	case cmdSAs:
+		var dels uint64
 		f.mu.Lock()
 		for i := range c.ops {
 			op := &c.ops[i]
 			if op.del {
 				delete(f.sas, op.key)
+				dels++
 				continue
 			}
 			// A copy: the entry's buffer would otherwise stay alive as long as
@@ -62,6 +74,8 @@ func (f *fsm) Apply(l *raft.Log) any {
 			f.sas[op.key] = &saEntry{owner: c.owner, local: op.local, blob: bytes.Clone(op.blob)}
 		}
 		f.mu.Unlock()
+		f.stats.saDeletes.Add(dels)
+		f.stats.saPuts.Add(uint64(len(c.ops)) - dels)
 		return nil
 	case cmdVIP:
 		f.mu.Lock()
@@ -71,7 +85,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 		}
 		f.setVIP(c.vip, c.from, c.to)
 		f.mu.Unlock()
-		if c.from != c.to && f.notify != nil {
+		if c.from == c.to {
+			return nil
+		}
+		f.stats.vipMoves.Add(1)
+		if f.notify != nil {
 			f.notify(Event{Kind: EventVIP, VIP: c.vip, From: c.from, To: c.to})
 		}
 	}

@@ -32,7 +32,6 @@ func (n *Node) monitor() {
 		leaderSince        time.Time
 		serving            bool
 		members            []Member
-		confIndex          uint64
 		claimed            bool
 	)
 	for {
@@ -53,8 +52,10 @@ func (n *Node) monitor() {
 			n.publish(Event{Kind: EventLeader, Leader: leader})
 		}
 
-		if cf := n.raft.GetConfiguration(); cf.Error() == nil && (cf.Index() != confIndex || members == nil || leaderChanged(members, leader)) {
-			confIndex = cf.Index()
+		// GetConfiguration reads raft's latest configuration without a
+		// round trip through its loop (and without its index), so it is
+		// compared by content every tick.
+		if cf := n.raft.GetConfiguration(); cf.Error() == nil && !sameMembers(cf.Configuration().Servers, members, leader) {
 			ms := make([]Member, 0, len(cf.Configuration().Servers))
 			for _, s := range cf.Configuration().Servers {
 				if s.Suffrage != raft.Voter {
@@ -62,7 +63,7 @@ func (n *Node) monitor() {
 				}
 				ms = append(ms, Member{ID: string(s.ID), Address: string(s.Address), Witness: n.witness[string(s.ID)], Leader: string(s.ID) == leader})
 			}
-			changed := !slices.EqualFunc(ms, members, func(a, b Member) bool { return a.ID == b.ID && a.Address == b.Address })
+			changed := members == nil || !slices.EqualFunc(ms, members, func(a, b Member) bool { return a.ID == b.ID && a.Address == b.Address })
 			members = ms
 			n.view.Lock()
 			n.view.members = ms
@@ -101,13 +102,27 @@ func (n *Node) monitor() {
 	}
 }
 
-func leaderChanged(ms []Member, leader string) bool {
-	for _, m := range ms {
-		if m.Leader != (m.ID == leader) {
-			return true
-		}
+// sameMembers reports whether ms are the voters among servers, in order,
+// with leader marked.
+func sameMembers(servers []raft.Server, ms []Member, leader string) bool {
+	if ms == nil {
+		return false
 	}
-	return false
+	i := 0
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		if i == len(ms) {
+			return false
+		}
+		m := ms[i]
+		if m.ID != string(s.ID) || m.Address != string(s.Address) || m.Leader != (m.ID == leader) {
+			return false
+		}
+		i++
+	}
+	return i == len(ms)
 }
 
 // claimVIPs gives each configured VIP without an owner to the node that
@@ -161,10 +176,17 @@ func (n *Node) takeOver(members []Member, now, leaderSince time.Time, prevLeader
 			down = append(down, m.ID)
 		}
 	}
+	// A VIP whose owner is no voter (it left, or was removed without
+	// handing its VIPs over) is as good as down: nobody else would move it.
+	vips := n.VIPs()
+	for _, o := range vips {
+		if o != "" && !alive[o] && !slices.Contains(down, o) && !slices.ContainsFunc(members, func(m Member) bool { return m.ID == o }) {
+			down = append(down, o)
+		}
+	}
 	if len(down) == 0 {
 		return
 	}
-	vips := n.VIPs()
 	load := map[string]int{}
 	for id := range alive {
 		if !n.witness[id] {

@@ -189,6 +189,9 @@ type streamLayer struct {
 	seen  sync.Map // node ID -> *atomic.Int64 (unix nanoseconds)
 	rejct atomic.Int64
 	wg    sync.WaitGroup
+	// tx and rx count the bytes of every connection, raft and forwarded,
+	// on the wire: TLS records and handshakes included.
+	tx, rx atomic.Uint64
 	// cut simulates a network partition in tests: no connection is made
 	// and every existing one fails.
 	cut atomic.Bool
@@ -234,7 +237,7 @@ func (s *streamLayer) acceptLoop() {
 // serve finishes the handshake off the accept loop and routes the
 // connection by its first byte.
 func (s *streamLayer) serve(c net.Conn) {
-	tc := tls.Server(c, s.id.serverConfig())
+	tc := tls.Server(&countConn{Conn: c, s: s}, s.id.serverConfig())
 	tc.SetDeadline(time.Now().Add(handshakeTimeout))
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	err := tc.HandshakeContext(ctx)
@@ -348,14 +351,36 @@ func (s *streamLayer) dial(address string, timeout time.Duration) (*tls.Conn, st
 	if ip, ok := s.id.hostIP[s.id.self]; ok {
 		nd.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
 	}
-	d := &tls.Dialer{NetDialer: nd, Config: s.id.clientConfig(peer)}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := d.DialContext(ctx, "tcp", address)
+	raw, err := nd.DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, "", err
 	}
-	return c.(*tls.Conn), peer, nil
+	c := tls.Client(&countConn{Conn: raw, s: s}, s.id.clientConfig(peer))
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, "", err
+	}
+	return c, peer, nil
+}
+
+// countConn counts what crosses the wire under TLS.
+type countConn struct {
+	net.Conn
+	s *streamLayer
+}
+
+func (c *countConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.s.rx.Add(uint64(n))
+	return n, err
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.s.tx.Add(uint64(n))
+	return n, err
 }
 
 func (s *streamLayer) seenOf(peer string) *atomic.Int64 {
