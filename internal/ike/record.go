@@ -230,9 +230,9 @@ func (e *Engine) Restore(recs []Record, opts RestoreOptions) (int, error) {
 			}
 			e.jumpOutbound(sa, o)
 		}
-		// This node's reservations start where the record's end: record
-		// again before they run out under a successor restoring the
-		// same record.
+		// Replicate at once: this node's IVs and Message IDs start at or
+		// above the record's marks, and a successor must find marks
+		// above what this node used.
 		e.touch(sa)
 		e.rearm(sa)
 		sa.mu.Unlock()

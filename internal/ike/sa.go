@@ -116,8 +116,8 @@ type SA struct {
 	// ikeCollision is set while the peer's rekey of this SA crosses ours.
 	ikeCollision *ikeCollision
 	// Replication (changes.go). dirty says the SA waits in the engine's
-	// change list; replAt is when its last replicated record was taken,
-	// taken the TakeChanges call that last reported it. gone says its
+	// change list; replAt is when its last replicated record was made,
+	// taken the number of the TakeChanges call that made it. gone says its
 	// deletion was reported, released that it was handed to another node
 	// and must not be reported deleted.
 	dirty    bool
