@@ -490,3 +490,48 @@ func BenchmarkTakeChangesCounters(b *testing.B) {
 		})
 	}
 }
+
+// TestChangesStructural: on an RFC 6311 SA, a Child SA rekey and a DPD
+// timeout are recorded (a new record, then the deletion); tracking that
+// starts late reports every established SA first.
+func TestChangesStructural(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	p := newPair(t, client, server)
+	p.establish()
+	waitFor(t, "responder SA", func() bool { return len(p.b.List()) == 1 && len(p.b.List()[0].Children) == 1 })
+	b := onlySA(t, p.b)
+	if c := p.b.TakeChanges(false); len(c.Put) != 1 || putKeys(c)[0] != keyOf(b) {
+		t.Fatalf("first poll reported %d SAs, want the one established before it", len(c.Put))
+	}
+	if c := p.b.TakeChanges(false); len(c.Put) != 0 {
+		t.Fatalf("second poll: %d puts", len(c.Put))
+	}
+
+	b.mu.Lock()
+	oldIn := b.children[0].spiIn
+	p.b.enqueue(b, &childRekeyExchange{old: b.children[0]})
+	b.mu.Unlock()
+	waitFor(t, "Child SA rekeyed", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.out == nil && len(b.queue) == 0 && len(b.children) == 1 && b.children[0].spiIn != oldIn
+	})
+	c := p.b.TakeChanges(false)
+	if len(c.Put) != 1 || len(c.Put[0].Children) != 1 || c.Put[0].Children[0].SPIIn == oldIn {
+		t.Fatalf("after Child SA rekey: %d puts", len(c.Put))
+	}
+
+	// The peer goes silent: our DPD times out and the SA is deleted.
+	p.mu.Lock()
+	p.drop = func(from string, _ []byte) bool { return from == "a" }
+	p.mu.Unlock()
+	b.mu.Lock()
+	p.b.cfg.RetransmitTries = 1
+	p.b.enqueue(b, &dpdExchange{})
+	b.mu.Unlock()
+	waitFor(t, "DPD timeout", func() bool { return len(p.b.List()) == 0 })
+	c = p.b.TakeChanges(false)
+	if len(c.Put) != 0 || len(c.Deleted) != 1 || c.Deleted[0] != keyOf(b) {
+		t.Fatalf("after DPD timeout: put %v, deleted %v", putKeys(c), c.Deleted)
+	}
+}
