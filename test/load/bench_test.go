@@ -24,8 +24,10 @@ import (
 // HIKE_BENCH_RATE (2000/s), HIKE_BENCH_DPD (1), HIKE_BENCH_DURATION (30s),
 // HIKE_BENCH_CHILD (false), HIKE_BENCH_INFLIGHT (no bound) and
 // HIKE_BENCH_PEERS (hike,strongswan) adjust it; HIKE_BENCH_PPROF=DIR saves
-// hike's heap profile after each run there (see pprof.go). It reports, it
-// asserts nothing but that the runs happened.
+// hike's heap profile after each run there (see pprof.go), and
+// HIKE_BENCH_HIKE_ENV (e.g. GOGC=50) sets hike serve's environment, to see
+// how much of its RSS is the Go heap's headroom. It reports, it asserts
+// nothing but that the runs happened.
 func TestBenchResponders(t *testing.T) {
 	if os.Getenv("HIKE_BENCH") == "" {
 		t.Skip("a benchmark: set HIKE_BENCH=1")
@@ -53,6 +55,9 @@ func TestBenchResponders(t *testing.T) {
 			var pid int
 			switch peer {
 			case "hike":
+				if e := strings.Fields(os.Getenv("HIKE_BENCH_HIKE_ENV")); len(e) > 0 {
+					b.wrap = append([]string{"env"}, e...)
+				}
 				b.startHike(t)
 				pid = b.hike.Cmd.Process.Pid
 			case "strongswan":

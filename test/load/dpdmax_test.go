@@ -90,19 +90,20 @@ func TestBenchDPDMax(t *testing.T) {
 		d := s.DPD
 		late := 100 * float64(d.RetransmitsAfterSetup) / float64(max(d.SentAfterSetup, 1))
 		perDPD := resp.SteadySeconds * 1e6 / float64(max(d.AfterSetup, 1))
+		genPerDPD := gen.SteadySeconds * 1e6 / float64(max(d.AfterSetup, 1))
 		offered := float64(n) / delay.Seconds()
 		sustained := s.Established == int64(n) && d.Timeouts == 0 && late < 1 && d.PerSecond >= 0.9*offered
 		if sustained {
 			best = max(best, d.PerSecond)
 		}
-		rows = append(rows, fmt.Sprintf("| %d | %v | %.0f | %.0f | %d | %d | %.2f%% | %d | %.1f / %.1f | %.1f | %.0f%% | %.0f%% | %d / %d | %.0f | %v | %.2f / %.2f |",
+		rows = append(rows, fmt.Sprintf("| %d | %v | %.0f | %.0f | %d | %d | %.2f%% | %d | %.1f / %.1f | %.1f | %.0f%% | %.1f | %.0f%% | %d / %d / %d | %.0f | %v | %.2f / %.2f |",
 			n, delay, offered, d.PerSecond, d.SentAfterSetup, d.RetransmitsAfterSetup, late, d.Timeouts, d.RTT.P50, d.RTT.P99,
-			perDPD, resp.SteadyPercent, gen.SteadyPercent, srvDrops, cliDrops, s.SetupRate, sustained, load0, load1))
+			perDPD, resp.SteadyPercent, genPerDPD, gen.SteadyPercent, srvDrops, cliDrops, s.Drops.Queue, s.SetupRate, sustained, load0, load1))
 		t.Logf("%d clients: %d established, setups ended at %.1fs, DPD window %.1fs of %.1fs, failures %v, client drops %+v, hike CPU %+v, generator CPU %+v; profile %q",
 			n, s.Established, s.SetupElapsed, d.Window, s.Elapsed, s.Failures, s.Drops, resp, gen, prof)
 		b.lab.Close()
 	}
-	t.Logf("\n| clients | DPD delay | offered /s | DPD /s | probes after setup | retransmitted | share | timeouts | RTT p50 / p99 ms | hike CPU per DPD µs | hike CPU | generator CPU | UDP receive buffer drops hike / generator | setup rate /s | sustained | load average before / after |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n%s",
+	t.Logf("\n| clients | DPD delay | offered /s | DPD /s | probes after setup | retransmitted | share | timeouts | RTT p50 / p99 ms | hike CPU per DPD µs | hike CPU | generator CPU per DPD µs | generator CPU | drops: hike socket / generator socket / generator queue | setup rate /s | sustained | load average before / after |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n%s",
 		strings.Join(rows, "\n"))
 	t.Logf("highest DPD rate sustained (every client up, no timeout, under 1%% of probes retransmitted, at least 90%% of the offered rate): %.0f/s", best)
 }
