@@ -41,38 +41,60 @@ func (e *Engine) maybeSyncRequest(sa *SA, m *wire.Message, local, remote netip.A
 		}
 		return true
 	}
-	var (
-		req     wire.MessageIDSync
-		replay  wire.ReplayCounterSync
-		hasSync bool
-		hasRC   bool
-	)
-	for _, p := range ps {
-		n, err := wire.ParseNotify(p.Body)
-		if p.Type != wire.PayloadNotify || err != nil {
-			hasSync = false
-			break
-		}
-		switch n.Type {
-		case wire.IKEV2_MESSAGE_ID_SYNC:
-			if req, err = n.MessageIDSync(); err == nil && !hasSync {
-				hasSync = true
-				continue
-			}
-		case wire.IPSEC_REPLAY_COUNTER_SYNC:
-			if replay, err = n.ReplayCounterSync(); err == nil && !hasRC {
-				hasRC = true
-				continue
-			}
-		}
-		hasSync = false
-		break
-	}
-	if !hasSync {
+	if !isSyncRequest(ps) {
 		sa.stats.SyncsDropped++
 		e.stats.SyncsDropped.Add(1)
 		e.limitedInfo("Message ID 0 request is not a sync request: dropped", "sa", sa.logID())
 		return true
+	}
+	e.answerSync(sa, ps)
+	return true
+}
+
+// isSyncRequest says whether a request's payloads are exactly N(16422)
+// and, optionally, N(16423) (RFC 6311 §5.1).
+func isSyncRequest(ps []wire.Payload) bool {
+	var hasSync, hasRC bool
+	for _, p := range ps {
+		n, err := wire.ParseNotify(p.Body)
+		if p.Type != wire.PayloadNotify || err != nil {
+			return false
+		}
+		switch {
+		case n.Type == wire.IKEV2_MESSAGE_ID_SYNC && !hasSync:
+			if _, err := n.MessageIDSync(); err != nil {
+				return false
+			}
+			hasSync = true
+		case n.Type == wire.IPSEC_REPLAY_COUNTER_SYNC && !hasRC:
+			if _, err := n.ReplayCounterSync(); err != nil {
+				return false
+			}
+			hasRC = true
+		default:
+			return false
+		}
+	}
+	return hasSync
+}
+
+// answerSync runs the peer role on a verified sync request (isSyncRequest)
+// of an SA that negotiated RFC 6311.
+func (e *Engine) answerSync(sa *SA, ps []wire.Payload) {
+	var (
+		req    wire.MessageIDSync
+		replay wire.ReplayCounterSync
+		hasRC  bool
+	)
+	for _, p := range ps {
+		n, _ := wire.ParseNotify(p.Body)
+		switch n.Type {
+		case wire.IKEV2_MESSAGE_ID_SYNC:
+			req, _ = n.MessageIDSync()
+		case wire.IPSEC_REPLAY_COUNTER_SYNC:
+			replay, _ = n.ReplayCounterSync()
+			hasRC = true
+		}
 	}
 
 	cur := sa.syncCounters()
@@ -85,11 +107,11 @@ func (e *Engine) maybeSyncRequest(sa *SA, m *wire.Message, local, remote netip.A
 		e.stats.SyncsDropped.Add(1)
 		e.log.Info("RFC 6311 sync request dropped", "sa", sa.logID(), "reason", v.Reason,
 			"m1", req.SendReq, "p1", req.RecvReq)
-		return true
+		return
 	case msgsync.Repeat:
 		e.log.Info("RFC 6311 sync request repeated: answering again", "sa", sa.logID())
 		e.sendSyncResponse(sa, v.Reply)
-		return true
+		return
 	}
 
 	before := [2]uint32{sa.nextSend, sa.nextRecv}
@@ -118,7 +140,6 @@ func (e *Engine) maybeSyncRequest(sa *SA, m *wire.Message, local, remote netip.A
 		e.applyReplayDelta(sa, replay)
 	}
 	e.kick(sa)
-	return true
 }
 
 // syncCounters describes our Message ID state the way msgsync reads it.

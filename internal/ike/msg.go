@@ -119,7 +119,10 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 		e.send(sa, c.packets)
 		return
 	}
-	if c := &sa.cache; c.valid && h.MessageID == c.mid && e.authentic(sa, m) {
+	// A sync request always carries Message ID 0 (RFC 6311 §5.1), which
+	// may be the one our cache answered: it is recognised by its content.
+	maybeSync := h.MessageID == 0 && h.Exchange == wire.INFORMATIONAL && sa.ext.MIDSync
+	if c := &sa.cache; c.valid && h.MessageID == c.mid && !maybeSync && e.authentic(sa, m) {
 		// The same Message ID with other content: a cluster node that
 		// took the SA over from a record without our answer, sending its
 		// first request under the Message ID its predecessor used. RFC
@@ -162,6 +165,12 @@ func (e *Engine) handleRequest(sa *SA, m *wire.Message, local, remote netip.Addr
 	}
 	if err == nil && in.payloads == nil {
 		return // a fragment of an incomplete message
+	}
+	if maybeSync && sa.state == StateEstablished && err == nil && isSyncRequest(in.payloads) {
+		// The expected Message ID is still 0: we never had a request
+		// from this peer, and the cluster's sync request arrives first.
+		e.answerSync(sa, in.payloads)
+		return
 	}
 	sa.lastHeard = e.now()
 	if sa.recvSlack {

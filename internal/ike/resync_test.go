@@ -231,3 +231,48 @@ func TestJumpEstimate(t *testing.T) {
 		}
 	}
 }
+
+// TestResyncFirstRequest: the member that took over has never sent the
+// peer a request, so the peer expects Message ID 0 next, the very ID of the
+// sync request: the peer must still recognise it as a sync by its content
+// (a remote-access gateway whose clients probe it, so it never probes).
+func TestResyncFirstRequest(t *testing.T) {
+	client, server := testConns("a long enough pre-shared key")
+	p := newPair(t, client, server)
+	info := p.establish()
+	a, b := onlySA(t, p.a), onlySA(t, p.b)
+	a.mu.Lock()
+	p.a.enqueue(a, &dpdExchange{})
+	a.mu.Unlock()
+	waitFor(t, "a's DPD answered", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return a.out == nil && a.nextSend == 3 })
+	a.mu.Lock()
+	if a.nextRecv != 0 {
+		t.Fatalf("a expects request %d, want 0 for this test", a.nextRecv)
+	}
+	a.mu.Unlock()
+	b.mu.Lock()
+	b.nextRecv = 2 // a record from before a's DPD
+	b.needsSync = true
+	b.mu.Unlock()
+	if err := resync(t, p.b, info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.a.Stats().SyncsAnswered.Load(); got != 1 {
+		t.Fatalf("a answered %d syncs, want 1", got)
+	}
+	// DPD both ways on the synchronised counters.
+	for _, x := range []struct {
+		e  *Engine
+		sa *SA
+	}{{p.a, a}, {p.b, b}} {
+		x.sa.mu.Lock()
+		want := x.sa.nextSend + 1
+		x.e.enqueue(x.sa, &dpdExchange{})
+		x.sa.mu.Unlock()
+		waitFor(t, "DPD after sync", func() bool {
+			x.sa.mu.Lock()
+			defer x.sa.mu.Unlock()
+			return x.sa.out == nil && x.sa.nextSend == want
+		})
+	}
+}
