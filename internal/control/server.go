@@ -196,6 +196,10 @@ func Handler(svc Service, opts Options) http.Handler {
 	mux.HandleFunc("/v1/sas/{ref}/terminate", h.method(http.MethodPost, h.terminate))
 	mux.HandleFunc("/v1/sas/{ref}/resync", h.method(http.MethodPost, h.resync))
 	mux.HandleFunc("/v1/initiate", h.method(http.MethodPost, h.initiate))
+	mux.HandleFunc("/v1/cluster", h.method(http.MethodGet, h.clusterStatus))
+	mux.HandleFunc("/v1/cluster/handback", h.method(http.MethodPost, h.clusterHandback))
+	mux.HandleFunc("/v1/cluster/join", h.method(http.MethodPost, h.clusterMembership(true)))
+	mux.HandleFunc("/v1/cluster/leave", h.method(http.MethodPost, h.clusterMembership(false)))
 	mountPprof(mux) // runtime profiles, root-only like the rest of the socket
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint: "+r.URL.Path)

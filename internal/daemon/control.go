@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
+	"github.com/hike-vpn/hike/internal/cluster"
 	"github.com/hike-vpn/hike/internal/control"
 	"github.com/hike-vpn/hike/internal/dataplane/userspace"
 	"github.com/hike-vpn/hike/internal/ike"
@@ -37,6 +39,22 @@ func (s controlService) Resync(ref string, done func(error)) error {
 	return s.d.engine.Resync(ref, ike.ResyncOptions{}, done)
 }
 
+// memberService adds the cluster operations of a member; a witness has
+// them without the SA operations.
+type memberService struct {
+	control.Service
+	node *cluster.Node
+}
+
+func (s memberService) ClusterStatus() cluster.Status { return s.node.Status() }
+
+func (s memberService) Handback(ctx context.Context, node string) (int, error) {
+	return s.node.Handback(ctx, node)
+}
+
+func (s memberService) Join(ctx context.Context) error  { return s.node.Join(ctx) }
+func (s memberService) Leave(ctx context.Context) error { return s.node.Leave(ctx) }
+
 // controlRun is the daemon's control socket and metrics endpoint.
 type controlRun struct {
 	ctl     *control.Server
@@ -51,7 +69,11 @@ type controlRun struct {
 // before anything is sent.
 func (d *Daemon) startControl() (*controlRun, error) {
 	r := &controlRun{}
-	ctl, err := control.Start(d.cfg.ControlSocket, controlService{d}, control.Options{Logger: d.log})
+	var svc control.Service = controlService{d}
+	if d.member != nil {
+		svc = memberService{controlService{d}, d.member.node}
+	}
+	ctl, err := control.Start(d.cfg.ControlSocket, svc, control.Options{Logger: d.log})
 	if err != nil {
 		return nil, err
 	}

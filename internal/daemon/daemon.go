@@ -37,6 +37,7 @@ type Daemon struct {
 	dp      dataplane.Backend
 	sockets []*transport.Socket
 	esp     espHandler
+	member  *member // nil outside a cluster
 	wg      sync.WaitGroup
 }
 
@@ -66,6 +67,14 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		CookieThreshold: cfg.Limits.HalfOpenCookieThreshold,
 		Keepalive:       d.sendKeepalive,
 	})
+	if c := cfg.Cluster; c != nil {
+		if self := c.Self(); self != nil && self.Witness {
+			return nil, fmt.Errorf("node %q is a witness in the configuration: run it with `hike witness`", c.NodeID)
+		}
+		if d.member, err = newMember(d); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case opts.NoDataplane:
 	case opts.Dataplane != nil:
@@ -153,11 +162,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}(s)
 		d.log.Info("listening", "addr", s.LocalAddr(), "natt", s.Encap())
 	}
-	if err := d.restore(); err != nil {
-		d.log.Error("cannot restore state", "err", err)
+	if d.member != nil {
+		// Raft holds the records of a cluster member, newer than any file.
+		if d.cfg.State != nil {
+			d.log.Info("cluster member: SAs come from the cluster, not from the state file", "file", d.cfg.State.Path)
+		}
+		if err := d.member.start(ctx); err != nil {
+			ctl.stop()
+			d.shutdown()
+			return err
+		}
+	} else {
+		if err := d.restore(); err != nil {
+			d.log.Error("cannot restore state", "err", err)
+		}
+		go d.persist(ctx)
 	}
-	go d.persist(ctx)
-	d.startConnections()
+	if d.member == nil {
+		d.startConnections(func(*config.Connection) bool { return true })
+	}
 	<-ctx.Done()
 	ctl.stop()
 	d.shutdown()
@@ -165,12 +188,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) shutdown() {
+	if d.member != nil {
+		d.member.stop()
+	}
 	for _, s := range d.sockets {
 		s.Close()
 	}
 	d.wg.Wait()
 	d.engine.Close()
-	if d.cfg.State != nil {
+	if d.cfg.State != nil && d.member == nil {
 		// An orderly stop: the counters in this last record are exact.
 		if err := d.save(true); err != nil {
 			d.log.Error("cannot save state", "err", err)
@@ -183,10 +209,13 @@ func (d *Daemon) shutdown() {
 	}
 }
 
-// startConnections initiates the connections whose children say
-// start_action: start.
-func (d *Daemon) startConnections() {
+// startConnections initiates the connections that which selects and
+// whose children say start_action: start.
+func (d *Daemon) startConnections(which func(*config.Connection) bool) {
 	for _, c := range d.cfg.Connections {
+		if !which(c) {
+			continue
+		}
 		start := false
 		for _, ch := range c.Children {
 			start = start || ch.StartAction == config.StartStart
