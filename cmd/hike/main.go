@@ -40,7 +40,7 @@ counters with the peer through RFC 6311 instead of replicating every DPD.`,
 		},
 	})
 	root.AddCommand(newServeCmd(), newConfigCmd())
-	root.AddCommand(newSACmd())
+	root.AddCommand(newSACmd(), newClusterCmd(), newWitnessCmd())
 	root.AddCommand(newLabCmd())
 	root.AddCommand(newLoadCmd())
 	return root
