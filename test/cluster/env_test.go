@@ -144,12 +144,17 @@ func newEnv(t testing.TB) (*env, error) {
 	return e, nil
 }
 
-// close stops everything and removes the namespaces and files.
-func (e *env) close() {
+// close stops everything and removes the namespaces, and the files unless
+// keep is set (a failed test leaves its logs for a look).
+func (e *env) close(keep bool) {
 	if e == nil {
 		return
 	}
 	e.lab.Close()
+	if keep {
+		fmt.Fprintf(os.Stderr, "test/cluster: logs of the failed test kept in %s\n", e.dir)
+		return
+	}
 	os.RemoveAll(e.dir)
 }
 
@@ -295,6 +300,16 @@ func (e *env) alive() []int {
 		}
 	}
 	return out
+}
+
+// index returns the number of the node with the given ID, 0 for none.
+func (e *env) index(id string) int {
+	for i := 1; i <= nodes; i++ {
+		if nodeID(i) == id {
+			return i
+		}
+	}
+	return 0
 }
 
 // hikeCmd runs a hike client command in node i's namespace.
@@ -582,7 +597,7 @@ func newCluster(t *testing.T) *env {
 		if t.Failed() && e != nil {
 			e.dump(t)
 		}
-		e.close()
+		e.close(t.Failed())
 	})
 	if err != nil {
 		t.Fatal(err)

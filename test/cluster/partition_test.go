@@ -40,8 +40,16 @@ func TestPartition(t *testing.T) {
 	}
 	vip := vipOf(iso)
 
-	// Sample every node's addresses from before the cut to the end.
-	w := newVIPWatch(e)
+	// Sample every node's addresses from before the cut to the end. The
+	// majority is not cut off from anything: its nodes keep their own
+	// VIPs throughout, while they elect a new leader too.
+	keep := map[int]netip.Addr{}
+	for i := 1; i <= nodes; i++ {
+		if i != iso {
+			keep[i] = vipOf(i)
+		}
+	}
+	w := newVIPWatch(e, keep)
 	defer w.stop()
 	time.Sleep(300 * time.Millisecond)
 	cutAt := time.Now()
@@ -100,9 +108,12 @@ func TestPartition(t *testing.T) {
 	} else if s.Serving {
 		t.Errorf("the isolated node says it is serving: %+v", s)
 	}
-	// Every SA once, the isolated node's included (it released them).
+	// Every SA once, the isolated node's on the taker, answering DPD.
 	if err := e.waitListed(10*time.Second, nodes*perVIP); err != nil {
 		t.Fatal(err)
+	}
+	if err := loadProgress(e, taker, e.loads[iso-1], 3*time.Second); err != nil {
+		t.Error(err)
 	}
 
 	healAt := time.Now()
@@ -136,7 +147,7 @@ func TestPartition(t *testing.T) {
 	if err := w.stop(); err != nil {
 		t.Error(err)
 	}
-	t.Logf("%d samples of every node's VIPs, none on two nodes", w.samples)
+	t.Logf("%d samples of every node's VIPs", w.samples)
 	for _, g := range e.loads {
 		s, err := g.stop()
 		if err != nil {
@@ -146,6 +157,10 @@ func TestPartition(t *testing.T) {
 		t.Logf("load group %d: up at end %d of %d, DPD timeouts %d, resyncs seen %d", g.k, s.UpAtEnd, g.clients, s.DPD.Timeouts, s.ResyncsSeen)
 		if s.UpAtEnd != int64(g.clients) || s.DPD.Timeouts != 0 {
 			t.Errorf("load group %d lost SAs: %+v", g.k, *s)
+		}
+		// The moved SAs were resynchronised by the taker, once each.
+		if moved := g.vip == vip; moved && s.ResyncsSeen < uint64(g.clients) || !moved && s.ResyncsSeen != 0 {
+			t.Errorf("load group %d (VIP %s, moved %v) saw %d RFC 6311 resyncs", g.k, g.vip, moved, s.ResyncsSeen)
 		}
 	}
 }
@@ -160,7 +175,8 @@ func containsAddr(as []netip.Addr, a netip.Addr) bool {
 }
 
 // vipWatch samples the VIPs of every running node until stopped and
-// remembers any VIP seen on two nodes in one sample.
+// remembers any VIP seen on two nodes in one sample, and any sample in
+// which a node of keep did not have its VIP.
 type vipWatch struct {
 	e       *env
 	done    chan struct{}
@@ -168,10 +184,11 @@ type vipWatch struct {
 	once    sync.Once
 	samples int
 	errs    []string
+	gaps    map[int][2]time.Time // first and last sample without its VIP
 }
 
-func newVIPWatch(e *env) *vipWatch {
-	w := &vipWatch{e: e, done: make(chan struct{})}
+func newVIPWatch(e *env, keep map[int]netip.Addr) *vipWatch {
+	w := &vipWatch{e: e, done: make(chan struct{}), gaps: map[int][2]time.Time{}}
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -183,9 +200,17 @@ func newVIPWatch(e *env) *vipWatch {
 			}
 			seen := map[netip.Addr][]int{}
 			for _, i := range e.alive() {
-				vips, _ := e.vipsIn(i)
+				vips, err := e.vipsIn(i)
 				for _, v := range vips {
 					seen[v] = append(seen[v], i)
+				}
+				if v, ok := keep[i]; ok && err == nil && !containsAddr(vips, v) {
+					g := w.gaps[i]
+					if g[0].IsZero() {
+						g[0] = time.Now()
+					}
+					g[1] = time.Now()
+					w.gaps[i] = g
 				}
 			}
 			for v, ns := range seen {
@@ -203,8 +228,13 @@ func newVIPWatch(e *env) *vipWatch {
 func (w *vipWatch) stop() error {
 	w.once.Do(func() { close(w.done) })
 	w.wg.Wait()
-	if len(w.errs) > 0 {
-		return fmt.Errorf("VIPs served twice:\n%s", strings.Join(w.errs, "\n"))
+	errs := w.errs
+	for i, g := range w.gaps {
+		errs = append(errs, fmt.Sprintf("node%d did not serve its own VIP from %s to %s (in the majority)",
+			i, g[0].Format("15:04:05.000"), g[1].Format("15:04:05.000")))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("VIPs served twice or dropped:\n%s", strings.Join(errs, "\n"))
 	}
 	return nil
 }

@@ -32,28 +32,30 @@ func TestRejoinHandback(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		ls, err := e.status(f.taker)
+		leader := e.index(s.Leader)
+		if leader == 0 {
+			return fmt.Errorf("node%d knows no leader", back)
+		}
+		// Only the leader hears from every member.
+		ls, err := e.status(leader)
 		if err != nil {
 			return err
 		}
-		if s.Leader == "" {
-			return fmt.Errorf("node%d knows no leader", back)
-		}
 		for _, m := range ls.Members {
 			if !m.Reachable {
-				return fmt.Errorf("node%d sees %s unreachable", f.taker, m.ID)
+				return fmt.Errorf("leader node%d sees %s unreachable", leader, m.ID)
 			}
 		}
 		lag = int64(ls.AppliedIndex) - int64(s.AppliedIndex)
 		if lag > 5 || lag < -5 {
-			return fmt.Errorf("node%d applied %d, node%d %d", back, s.AppliedIndex, f.taker, ls.AppliedIndex)
+			return fmt.Errorf("node%d applied %d, leader node%d %d", back, s.AppliedIndex, leader, ls.AppliedIndex)
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("node%d restarted, rejoined and caught up (applied index within %d of node%d) after %v",
-		back, lag, f.taker, time.Since(mark).Round(time.Millisecond))
+	t.Logf("node%d restarted, rejoined and caught up (applied index within %d of the leader's) after %v",
+		back, lag, time.Since(mark).Round(time.Millisecond))
 	if err := e.servesOnly(back); err != nil {
 		t.Fatalf("before the handback: %v", err)
 	}
@@ -111,7 +113,7 @@ func TestRejoinHandback(t *testing.T) {
 		t.Fatal(err)
 	}
 	listedBack := time.Since(handAt)
-	time.Sleep(5 * time.Second)
+	time.Sleep(time.Until(handAt.Add(4 * time.Second)))
 	close(stop)
 	if err := <-twice; err != nil {
 		t.Errorf("during the handback: %v", err)
@@ -135,6 +137,16 @@ func TestRejoinHandback(t *testing.T) {
 	}
 	var worst time.Duration
 	for _, c := range e.clients {
+		g := outage(c.stopPing(), handAt, end)
+		worst = max(worst, g.longest)
+		if g.longest > 3*time.Second {
+			errs = append(errs, fmt.Sprintf("client %d (VIP %s): pings stopped for %v after the handback", c.j, c.vip, g))
+		}
+	}
+	// strongSwan counts ESP as a sign of life: the clients that probe do
+	// so only once the pings have stopped.
+	time.Sleep(3 * time.Second)
+	for _, c := range e.clients {
 		sa, err := c.sa()
 		if err != nil {
 			errs = append(errs, err.Error())
@@ -153,15 +165,10 @@ func TestRejoinHandback(t *testing.T) {
 		}
 		fromHike, answered := c.dpdSince(logAt[c.j])
 		if c.dpd < 2*time.Second && answered == 0 {
-			errs = append(errs, fmt.Sprintf("client %d: none of its DPD requests answered after the handback", c.j))
+			errs = append(errs, fmt.Sprintf("client %d (VIP %s): none of its DPD requests answered after the handback", c.j, c.vip))
 		}
 		if c.dpd > 2*time.Second && fromHike == 0 {
-			errs = append(errs, fmt.Sprintf("client %d: no DPD request from hike after the handback", c.j))
-		}
-		gap, _ := outage(c.stopPing(), handAt, end)
-		worst = max(worst, gap)
-		if gap > 3*time.Second {
-			errs = append(errs, fmt.Sprintf("client %d: pings stopped for %v", c.j, gap.Round(time.Millisecond)))
+			errs = append(errs, fmt.Sprintf("client %d (VIP %s): no DPD request from hike after the handback", c.j, c.vip))
 		}
 	}
 	if g := f.loadsMoved; g != nil {

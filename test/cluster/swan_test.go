@@ -172,25 +172,38 @@ func (c *client) stopPing() []time.Time {
 	return out
 }
 
-// outage returns the longest time between consecutive replies in
-// [from, to] (with from and to counting as replies), the time from from
-// to the first reply after it.
-func outage(replies []time.Time, from, to time.Time) (longest, first time.Duration) {
+// gap is the longest time without a ping reply in a window.
+type gap struct {
+	longest time.Duration // between consecutive replies (the window's ends count as replies)
+	start   time.Duration // from the window's start to the longest gap's start
+	first   time.Duration // from the window's start to the first reply
+}
+
+func (g gap) String() string {
+	return fmt.Sprintf("%v from +%v", g.longest.Round(time.Millisecond), g.start.Round(time.Millisecond))
+}
+
+// outage measures the replies in [from, to].
+func outage(replies []time.Time, from, to time.Time) gap {
 	prev := from
-	first = -1
+	g := gap{first: -1}
 	for _, r := range replies {
 		if r.Before(from) || r.After(to) {
 			continue
 		}
-		if first < 0 {
-			first = r.Sub(from)
+		if g.first < 0 {
+			g.first = r.Sub(from)
 		}
-		longest = max(longest, r.Sub(prev))
+		if d := r.Sub(prev); d > g.longest {
+			g.longest, g.start = d, prev.Sub(from)
+		}
 		prev = r
 	}
-	longest = max(longest, to.Sub(prev))
-	if first < 0 {
-		first = to.Sub(from)
+	if d := to.Sub(prev); d > g.longest {
+		g.longest, g.start = d, prev.Sub(from)
 	}
-	return longest, first
+	if g.first < 0 {
+		g.first = to.Sub(from)
+	}
+	return g
 }
