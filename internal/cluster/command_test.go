@@ -189,3 +189,32 @@ func TestAssign(t *testing.T) {
 		t.Fatalf("assigned without survivors: %v", got)
 	}
 }
+
+// TestFSMStaleWriter: once an SA's VIP has moved, its former server can
+// neither overwrite nor delete it (a write that was on its way during the
+// move), and nobody can create an SA on a VIP another node owns.
+func TestFSMStaleWriter(t *testing.T) {
+	f := newFSM(nil)
+	apply(t, f, appendVIP(nil, vip1, "", "a"))
+	put := func(owner string, k SAKey, blob string) []byte {
+		return appendOp(appendSAHeader(nil, owner), &saOp{key: k, local: vip1, blob: []byte(blob)})
+	}
+	apply(t, f, put("a", SAKey{1, 1}, "a1"))
+	apply(t, f, appendVIP(nil, vip1, "a", "b"))
+	apply(t, f, put("a", SAKey{1, 1}, "late"))
+	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{del: true, key: SAKey{1, 1}}))
+	apply(t, f, put("a", SAKey{2, 2}, "new on b's VIP"))
+	if e := f.sas[SAKey{1, 1}]; e == nil || e.owner != "b" || string(e.blob) != "a1" {
+		t.Fatalf("SA after late writes of its former owner: %+v", e)
+	}
+	if _, ok := f.sas[SAKey{2, 2}]; ok {
+		t.Fatal("an SA was created on a VIP its writer does not own")
+	}
+	if got := f.stats.saStale.Load(); got != 3 {
+		t.Fatalf("%d writes refused, want 3", got)
+	}
+	apply(t, f, put("b", SAKey{1, 1}, "b1"))
+	if e := f.sas[SAKey{1, 1}]; string(e.blob) != "b1" {
+		t.Fatalf("the owner's write was refused: %q", e.blob)
+	}
+}

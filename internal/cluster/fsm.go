@@ -38,6 +38,22 @@ type fsm struct {
 // and VIP commands (a snapshot restore counts nothing).
 type fsmStats struct {
 	entries, entryBytes, saPuts, saDeletes, vipMoves atomic.Uint64
+	// saStale counts SA writes refused because the writer no longer
+	// serves the SA.
+	saStale atomic.Uint64
+}
+
+// writable says whether owner may apply op; mu is held. An SA that exists
+// belongs to its owner; a new one on a VIP to the VIP's owner.
+func (f *fsm) writable(owner string, op *saOp) bool {
+	if e, ok := f.sas[op.key]; ok {
+		return e.owner == owner
+	}
+	if op.del {
+		return true
+	}
+	vo, isVIP := f.vips[op.local.Unmap()]
+	return !isVIP || vo == owner
 }
 
 func newFSM(notify func(Event)) *fsm {
@@ -60,22 +76,31 @@ func (f *fsm) Apply(l *raft.Log) any {
 	f.stats.entryBytes.Add(uint64(len(l.Data)))
 	switch c.kind {
 	case cmdSAs:
-		var dels uint64
+		var dels, puts uint64
 		f.mu.Lock()
 		for i := range c.ops {
 			op := &c.ops[i]
+			// Only the node that serves an SA writes it. A write that
+			// was on its way when the SA's VIP moved (a takeover, a
+			// handback) would otherwise take the SA back from the VIP's
+			// new owner, or delete what the new owner restored.
+			if !f.writable(c.owner, op) {
+				f.stats.saStale.Add(1)
+				continue
+			}
 			if op.del {
 				delete(f.sas, op.key)
 				dels++
 				continue
 			}
+			puts++
 			// A copy: the entry's buffer would otherwise stay alive as long as
 			// any one of its records, and raft makes no promise about reuse.
 			f.sas[op.key] = &saEntry{owner: c.owner, local: op.local, blob: bytes.Clone(op.blob)}
 		}
 		f.mu.Unlock()
 		f.stats.saDeletes.Add(dels)
-		f.stats.saPuts.Add(uint64(len(c.ops)) - dels)
+		f.stats.saPuts.Add(puts)
 		return nil
 	case cmdVIP:
 		f.mu.Lock()

@@ -48,10 +48,13 @@ type VIPStatus struct {
 // included; a snapshot restore counts nothing), and the bytes its raft and
 // forwarding connections carried on the wire (TLS included).
 type ReplicationStatus struct {
-	Entries    uint64 `json:"entries"`
-	SAPuts     uint64 `json:"sa_puts"`
-	SADeletes  uint64 `json:"sa_deletes"`
-	VIPMoves   uint64 `json:"vip_moves"`
+	Entries   uint64 `json:"entries"`
+	SAPuts    uint64 `json:"sa_puts"`
+	SADeletes uint64 `json:"sa_deletes"`
+	VIPMoves  uint64 `json:"vip_moves"`
+	// SARefused counts SA writes refused because the writer no longer
+	// served the SA: late writes across a takeover or handback.
+	SARefused  uint64 `json:"sa_refused"`
 	EntryBytes uint64 `json:"entry_bytes"`
 	TxBytes    uint64 `json:"tx_bytes"`
 	RxBytes    uint64 `json:"rx_bytes"`
@@ -72,6 +75,7 @@ func (n *Node) Status() Status {
 	st.Replication = ReplicationStatus{
 		Entries: fs.entries.Load(), EntryBytes: fs.entryBytes.Load(),
 		SAPuts: fs.saPuts.Load(), SADeletes: fs.saDeletes.Load(), VIPMoves: fs.vipMoves.Load(),
+		SARefused: fs.saStale.Load(),
 	}
 	if n.isStarted() {
 		st.Leader = n.Leader()
