@@ -458,8 +458,10 @@ func TestLargeApply(t *testing.T) {
 	f := tc.nodes[(li+1)%3]
 	var recs []ike.Record
 	size := 0
+	// Not on a VIP: only a VIP's owner may write the SAs on it.
+	local := netip.MustParseAddr("198.51.100.7")
 	for i := 0; size <= maxEntry+maxEntry/2; i++ {
-		r := testRecord(uint64(i+1), vip1)
+		r := testRecord(uint64(i+1), local)
 		recs = append(recs, r)
 		ops, _ := f.seal.seal([]ike.Record{r})
 		size += opSize(&ops[0])
