@@ -397,9 +397,12 @@ type saKey struct{ spiI, spiR string }
 
 // listed returns, for every IKE SA the running nodes list, the nodes that
 // list it.
-func (e *env) listed() (map[saKey][]int, error) {
+func (e *env) listed() (map[saKey][]int, error) { return e.listedOn(e.alive()) }
+
+// listedOn is listed for the given nodes only.
+func (e *env) listedOn(on []int) (map[saKey][]int, error) {
 	out := map[saKey][]int{}
-	for _, i := range e.alive() {
+	for _, i := range on {
 		sas, err := e.saList(i)
 		if err != nil {
 			return nil, err
@@ -666,8 +669,13 @@ func (e *env) holder(vip netip.Addr) (int, error) {
 
 // waitListed waits until the running nodes list want SAs, each once.
 func (e *env) waitListed(timeout time.Duration, want int) error {
-	return e.waitCond(timeout, fmt.Sprintf("%d SAs listed once each", want), func() error {
-		l, err := e.listed()
+	return e.waitListedOn(e.alive(), timeout, want)
+}
+
+// waitListedOn is waitListed for the given nodes only.
+func (e *env) waitListedOn(on []int, timeout time.Duration, want int) error {
+	return e.waitCond(timeout, fmt.Sprintf("%d SAs listed once each on nodes %v", want, on), func() error {
+		l, err := e.listedOn(on)
 		if err != nil {
 			return err
 		}

@@ -159,8 +159,12 @@ func (f *failover) run(t *testing.T) error {
 			f.loadsMoved = g
 		}
 	}
-	t.Logf("setup: cluster %v, %d charons + %d simulated clients established in %v; SAs per node %v; killing node%d",
-		tCluster.Round(time.Millisecond), swanClients, nodes*loadsPerVIP, tSetup.Round(time.Millisecond), load, f.killed)
+	leader := "?"
+	if s, err := e.status(f.killed); err == nil {
+		leader = s.Leader
+	}
+	t.Logf("setup: cluster %v, %d charons + %d simulated clients established in %v; SAs per node %v; killing node%d (leader: %s)",
+		tCluster.Round(time.Millisecond), swanClients, nodes*loadsPerVIP, tSetup.Round(time.Millisecond), load, f.killed, leader)
 
 	f.killAt = e.kill(f.killed)
 	f.logAt = map[int]int{}
@@ -277,6 +281,10 @@ func TestFailoverStrongSwan(t *testing.T) {
 		}
 		if c.dpd > 2*time.Second && fromHike == 0 {
 			errs = append(errs, fmt.Sprintf("client %d (VIP %s): no DPD request from hike after the kill", c.j, c.vip))
+		}
+		// The survivors' own SAs never left them: nothing to resync.
+		if c.vip != vipOf(f.killed) && strings.Contains(c.swan.Log()[f.logAt[c.j]:], "MSG_ID_SYN") {
+			errs = append(errs, fmt.Sprintf("client %d (VIP %s, not moved): resynchronised although its node did not fail", c.j, c.vip))
 		}
 	}
 
