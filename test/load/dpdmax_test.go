@@ -23,7 +23,9 @@ import (
 // delay), each against a freshly started hike serve pinned to the given
 // CPUs, it holds a steady DPD phase after setup and measures the exchanges
 // completed per second, the share of probes left a retransmission timeout
-// (2 s) without an answer, and hike's CPU time per exchange.
+// (2 s) without an answer, and hike's CPU time per exchange. A step is
+// sustained when every client got its SA, no SA timed out and under 1% of
+// the probes after setup had to be retransmitted.
 //
 //	HIKE_BENCH=1 go test ./test/load -run BenchDPDMax -v -timeout 30m
 //
@@ -92,20 +94,35 @@ func TestBenchDPDMax(t *testing.T) {
 		perDPD := resp.SteadySeconds * 1e6 / float64(max(d.AfterSetup, 1))
 		genPerDPD := gen.SteadySeconds * 1e6 / float64(max(d.AfterSetup, 1))
 		offered := float64(n) / delay.Seconds()
-		sustained := s.Established == int64(n) && d.Timeouts == 0 && late < 1 && d.PerSecond >= 0.9*offered
+		// The achieved rate stays below clients / delay even when nothing
+		// is lost: a client probes one delay after the last answer, and
+		// its timer wheel ticks every 50 ms.
+		sustained := s.Established == int64(n) && d.Timeouts == 0 && late < 1
+		// Who lost the probes: hike's socket overflowing is hike's limit;
+		// the generator dropping responses it had no room for is its own.
+		bound := "-"
+		switch {
+		case sustained:
+		case srvDrops > 0:
+			bound = "hike (socket overflow)"
+		case s.Drops.Queue > 0 || cliDrops > 0:
+			bound = "generator (dropped responses)"
+		default:
+			bound = "CPU (no drops)"
+		}
 		if sustained {
 			best = max(best, d.PerSecond)
 		}
-		rows = append(rows, fmt.Sprintf("| %d | %v | %.0f | %.0f | %d | %d | %.2f%% | %d | %.1f / %.1f | %.1f | %.0f%% | %.1f | %.0f%% | %d / %d / %d | %.0f | %v | %.2f / %.2f |",
+		rows = append(rows, fmt.Sprintf("| %d | %v | %.0f | %.0f | %d | %d | %.2f%% | %d | %.1f / %.1f | %.1f | %.0f%% | %.1f | %.0f%% | %d / %d / %d | %.0f | %v | %s | %.2f / %.2f |",
 			n, delay, offered, d.PerSecond, d.SentAfterSetup, d.RetransmitsAfterSetup, late, d.Timeouts, d.RTT.P50, d.RTT.P99,
-			perDPD, resp.SteadyPercent, genPerDPD, gen.SteadyPercent, srvDrops, cliDrops, s.Drops.Queue, s.SetupRate, sustained, load0, load1))
+			perDPD, resp.SteadyPercent, genPerDPD, gen.SteadyPercent, srvDrops, cliDrops, s.Drops.Queue, s.SetupRate, sustained, bound, load0, load1))
 		t.Logf("%d clients: %d established, setups ended at %.1fs, DPD window %.1fs of %.1fs, failures %v, client drops %+v, hike CPU %+v, generator CPU %+v; profile %q",
 			n, s.Established, s.SetupElapsed, d.Window, s.Elapsed, s.Failures, s.Drops, resp, gen, prof)
 		b.lab.Close()
 	}
-	t.Logf("\n| clients | DPD delay | offered /s | DPD /s | probes after setup | retransmitted | share | timeouts | RTT p50 / p99 ms | hike CPU per DPD µs | hike CPU | generator CPU per DPD µs | generator CPU | drops: hike socket / generator socket / generator queue | setup rate /s | sustained | load average before / after |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n%s",
+	t.Logf("\n| clients | DPD delay | offered /s | DPD /s | probes after setup | retransmitted | share | timeouts | RTT p50 / p99 ms | hike CPU per DPD µs | hike CPU | generator CPU per DPD µs | generator CPU | drops: hike socket / generator socket / generator queue | setup rate /s | sustained | if not, lost by | load average before / after |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|\n%s",
 		strings.Join(rows, "\n"))
-	t.Logf("highest DPD rate sustained (every client up, no timeout, under 1%% of probes retransmitted, at least 90%% of the offered rate): %.0f/s", best)
+	t.Logf("highest DPD rate sustained (every client up, no timeout, under 1%% of probes retransmitted): %.0f/s", best)
 }
 
 // loadRun is a `hike load` under way whose progress the test follows.
