@@ -177,6 +177,19 @@ type gap struct {
 	longest time.Duration // between consecutive replies (the window's ends count as replies)
 	start   time.Duration // from the window's start to the longest gap's start
 	first   time.Duration // from the window's start to the first reply
+	tail    time.Duration // from the last reply to the window's end
+}
+
+// broken says what is wrong with a tunnel's pings over a window: a gap
+// over 3 s, or none answered in the last second (broken again later).
+func (g gap) broken() string {
+	switch {
+	case g.longest > 3*time.Second:
+		return fmt.Sprintf("pings stopped for %v", g)
+	case g.tail > time.Second:
+		return fmt.Sprintf("no ping answered in the last %v of the window", g.tail.Round(time.Millisecond))
+	}
+	return ""
 }
 
 func (g gap) String() string {
@@ -199,8 +212,9 @@ func outage(replies []time.Time, from, to time.Time) gap {
 		}
 		prev = r
 	}
-	if d := to.Sub(prev); d > g.longest {
-		g.longest, g.start = d, prev.Sub(from)
+	g.tail = to.Sub(prev)
+	if g.tail > g.longest {
+		g.longest, g.start = g.tail, prev.Sub(from)
 	}
 	if g.first < 0 {
 		g.first = to.Sub(from)
