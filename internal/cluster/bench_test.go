@@ -44,7 +44,7 @@ func benchApply(b *testing.B, where string, window time.Duration, w int) {
 		}
 		recs := make([]ike.Record, w)
 		for i := range recs {
-			recs[i] = testRecord(uint64(i+1), vip1)
+			recs[i] = testRecord(uint64(i+1), offVIP)
 		}
 		before := tc.nodes[li].raft.Stats()["last_log_index"]
 		var next atomic.Int64
@@ -84,7 +84,7 @@ func BenchmarkApplyBulk(b *testing.B) {
 			nd := tc.nodes[(tc.leader()+1)%3]
 			recs := make([]ike.Record, size)
 			for i := range recs {
-				recs[i] = testRecord(uint64(i+1), vip1)
+				recs[i] = testRecord(uint64(i+1), offVIP)
 			}
 			b.ResetTimer()
 			start := time.Now()

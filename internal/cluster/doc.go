@@ -42,6 +42,10 @@
 // a follower that has not heard from a leader for FailAfter/2, a candidate,
 // and a leader whose lease (at most FailAfter/2) ran out report
 // Serving() == false and EventServing, and the daemon drops its VIPs.
+// Contact alone does not make a node serve again: a node that restarts or
+// was cut off holds an old VIP map until it has applied what was decided
+// meanwhile, so it serves only once it has applied everything the
+// leader's log held when contact was made (Records are then current too).
 //
 // Events are edges; the state (Leader, Members, Serving, VIPs) can always
 // be read, and a daemon reconciles against it. Replaying the log at start

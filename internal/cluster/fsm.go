@@ -32,6 +32,10 @@ type fsm struct {
 	// notify is called with each ownership change, outside mu.
 	notify func(Event)
 	stats  fsmStats
+	// last is the index of the last command entry applied. raft's own
+	// AppliedIndex counts entries handed to the FSM goroutine, which may
+	// not have applied them yet.
+	last atomic.Uint64
 }
 
 // fsmStats counts what this copy of the state applied: log entries of SA
@@ -68,6 +72,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	defer f.last.Store(l.Index)
 	c, err := decodeCommand(l.Data)
 	if err != nil {
 		return err

@@ -23,9 +23,10 @@ const (
 	reqJoin     byte = 0x81 // add the sender as a voter
 	reqLeave    byte = 0x82 // hand the sender's VIPs over, then remove it
 	reqHandback byte = 0x83 // followed by a node ID: return its VIPs to it
+	reqApplied  byte = 0x84 // how far the leader's state is applied (see monitor)
 )
 
-func isRequest(b byte) bool { return b == reqJoin || b == reqLeave || b == reqHandback }
+func isRequest(b byte) bool { return b >= reqJoin && b <= reqApplied }
 
 // Join makes this node a voter again after Leave: the leader adds it with
 // its configured address, and it catches up by log or snapshot. Joining
@@ -158,6 +159,8 @@ func (n *Node) serveRequest(req []byte, peer string) (byte, string) {
 		err error
 	)
 	switch {
+	case req[0] == reqApplied && len(req) == 1:
+		return fwdOK, strconv.FormatUint(n.applied(), 10)
 	case req[0] == reqJoin && len(req) == 1:
 		err = n.addVoter(peer)
 	case req[0] == reqLeave && len(req) == 1:

@@ -119,7 +119,7 @@ func TestStatus(t *testing.T) {
 	}
 	// Bytes only grow, and the follower wrote the records it forwarded.
 	st1 := follower.Status().Replication
-	if err := follower.ApplyRecords(context.Background(), []ike.Record{testRecord(200, vip1)}); err != nil {
+	if err := follower.ApplyRecords(context.Background(), []ike.Record{testRecord(200, offVIP)}); err != nil {
 		t.Fatal(err)
 	}
 	st2 := follower.Status().Replication
@@ -165,6 +165,18 @@ func TestRestartHandback(t *testing.T) {
 	}
 	restarted := time.Now()
 	x = tc.start(xi)
+	// It must not serve on the state it had before it failed: by the time
+	// it serves, it knows its VIP is gone. (VIPs only move forward, so a
+	// stale map seen after Serving was stale when Serving was read.)
+	for !x.Serving() {
+		if time.Since(restarted) > 5*time.Second {
+			t.Fatal("restarted node not serving after 5s")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if got := x.VIPs()[xvip]; got != heir {
+		t.Fatalf("restarted node serves while it thinks VIP %s belongs to %q", xvip, got)
+	}
 	current := func() bool {
 		got, _ := x.Records(tc.peers[li].ID)
 		moved, _ := x.Records(heir)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,6 +34,12 @@ func (n *Node) monitor() {
 		serving            bool
 		members            []Member
 		claimed            bool
+		// A node serves once synced: it has applied target (see below).
+		// syncGen discards answers to requests made before contact was
+		// last lost.
+		synced, syncing bool
+		target, syncGen uint64
+		syncCh          = make(chan syncResult, 1)
 	)
 	for {
 		select {
@@ -73,13 +80,50 @@ func (n *Node) monitor() {
 			}
 		}
 
-		s := false
+		contact := false
 		switch state {
 		case raft.Leader:
-			s = true
+			contact = true
 		case raft.Follower:
-			s = lid != "" && now.Sub(n.raft.LastContact()) < n.opts.FailAfter/2
+			contact = lid != "" && now.Sub(n.raft.LastContact()) < n.opts.FailAfter/2
 		}
+		// In contact is not enough: a node that was cut off or restarted
+		// holds an old VIP map until it has applied what the others decided
+		// meanwhile. A follower serves once it has applied what the leader
+		// had applied when contact was made; a leader once a barrier has
+		// gone through its log.
+		select {
+		case r := <-syncCh:
+			syncing = false
+			if r.gen == syncGen && r.err == nil && contact {
+				synced, target = true, r.index
+			}
+		default:
+		}
+		switch {
+		case !contact:
+			synced, target = false, 0
+			if syncing {
+				syncGen++
+			}
+		case synced || syncing:
+		default:
+			syncing = true
+			leading, addr := state == raft.Leader, n.raft.Leader()
+			n.wg.Add(1)
+			go func(gen uint64) {
+				defer n.wg.Done()
+				var r syncResult
+				if leading {
+					r.err = n.raft.Barrier(n.opts.FailAfter / 2).Error()
+				} else {
+					r.index, r.err = n.leaderApplied(string(addr))
+				}
+				r.gen = gen
+				syncCh <- r
+			}(syncGen)
+		}
+		s := contact && synced && n.applied() >= target
 		if s != serving {
 			serving = s
 			n.view.Lock()
@@ -88,8 +132,10 @@ func (n *Node) monitor() {
 			n.publish(Event{Kind: EventServing, Serving: s})
 		}
 
-		if state != raft.Leader {
-			leaderSince, claimed = time.Time{}, false
+		if state != raft.Leader || !s {
+			if state != raft.Leader {
+				leaderSince, claimed = time.Time{}, false
+			}
 			continue
 		}
 		if leaderSince.IsZero() {
@@ -100,6 +146,29 @@ func (n *Node) monitor() {
 		}
 		n.takeOver(members, now, leaderSince, prevLeader, leaderContact)
 	}
+}
+
+type syncResult struct {
+	gen, index uint64
+	err        error
+}
+
+// leaderApplied asks the leader at addr how far its state is applied.
+func (n *Node) leaderApplied(addr string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.FailAfter/2)
+	defer cancel()
+	msg, err := n.fwd.call(ctx, addr, []byte{reqApplied})
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(msg, 10, 64)
+}
+
+// applied is the log index up to which this node's state reflects the
+// log: the last command applied, or the snapshot it was restored from.
+func (n *Node) applied() uint64 {
+	snap, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
+	return max(n.fsm.last.Load(), snap)
 }
 
 // sameMembers reports whether ms are the voters among servers, in order,

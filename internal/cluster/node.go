@@ -319,7 +319,8 @@ func (n *Node) Members() []Member {
 	return slices.Clone(n.view.members)
 }
 
-// Serving reports whether this node is in contact with the majority and may
+// Serving reports whether this node is in contact with the majority, has
+// applied what the leader had decided when contact was made, and so may
 // serve the VIPs it owns.
 func (n *Node) Serving() bool {
 	n.view.Lock()

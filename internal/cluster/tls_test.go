@@ -18,7 +18,7 @@ func rogueJoin(t *testing.T, tc *testCluster) {
 	tc.start(1)
 	rogue := tc.start(2)
 	li := tc.leader(0, 1)
-	rec := testRecord(99, vip1)
+	rec := testRecord(99, offVIP)
 	if err := tc.nodes[li].ApplyRecords(context.Background(), []ike.Record{rec}); err != nil {
 		t.Fatal(err)
 	}
