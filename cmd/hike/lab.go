@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -30,14 +29,24 @@ func newLabCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lab",
 		Short: "Run a demonstration scenario in network namespaces on this machine",
-		Long: `Run a scenario end to end on this machine, as root: network namespaces for a
-hike gateway (this very binary, running "hike serve") and its clients,
-tunnels, traffic and DPD through them, then a report of what happened.
-Everything the lab creates (namespaces, processes, temporary files) is
-removed at the end, also on failure, SIGINT or SIGTERM.
+		Long: `Run a scenario end to end on this machine, as root: network namespaces for
+hike nodes (this very binary, running "hike serve") and their clients,
+tunnels and DPD through them, then a report of what happened. Everything
+the lab creates (namespaces, processes, temporary files) is removed at the
+end, also on failure, SIGINT or SIGTERM.
 
 Scenarios:
 ` + strings.Join(names, "\n") + `
+
+The failover scenario (the default) needs only root and iproute2: a
+cluster of --nodes hike nodes on one bridge, each owning a VIP; --clients
+simulated clients ("hike load", this binary) spread over the VIPs with a
+Child SA and a virtual IP each, and --strongswan clients pinging through
+their tunnels; DPD every --dpd; after --kill-after of steady DPD the node
+with the most SAs is SIGKILLed and its link taken down. The report gives
+the SAs per node before and after, the time from the kill to the takeover
+and to the last RFC 6311 resync, what raft replicated during steady DPD,
+and what the clients saw: DPD timeouts, resyncs, SAs lost, pings lost.
 
 Progress goes to stderr, the report to stdout. The exit status is 0 when
 the report says OK (with --keep: and the lab was then ended by Ctrl-C),
@@ -74,9 +83,12 @@ non-zero on failure or when interrupted before the report.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&scenario, "scenario", lab.DefaultScenario, "the scenario to run")
-	f.Var(&clientsFlag{o: &o}, "clients", "clients: N, KIND or KIND:N; KIND is strongswan (the default when installed)")
-	f.DurationVar(&o.DPD, "dpd", 4*time.Second, "how long to watch DPD with the tunnels idle")
-	f.IntVar(&o.Pings, "pings", 5, "echo requests per client through its tunnel")
+	f.Var(&clientsFlag{o: &o}, "clients", "clients: failover: N simulated (default 300); tunnel: N, KIND or KIND:N strongSwan clients, KIND strongswan (default 1)")
+	f.IntVar(&o.Nodes, "nodes", 0, "failover: cluster nodes, 3 to 7 (default 3)")
+	f.IntVar(&o.StrongSwan, "strongswan", 0, "failover: strongSwan clients besides the simulated ones (needs strongSwan)")
+	f.DurationVar(&o.DPD, "dpd", 0, "failover: DPD delay of clients and nodes (default 2s); tunnel: how long to watch DPD with the tunnels idle (default 4s)")
+	f.DurationVar(&o.KillAfter, "kill-after", 0, "failover: steady DPD with every client up before the kill (default 2 DPD delays)")
+	f.IntVar(&o.Pings, "pings", 0, "tunnel: echo requests per client through its tunnel (default 5)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&o.Keep, "keep", false, "leave the lab up for exploration until Ctrl-C")
 	return cmd
@@ -108,8 +120,8 @@ func (f *clientsFlag) Set(s string) error {
 }
 
 func (f *clientsFlag) String() string {
-	if f == nil || f.val == "" {
-		return "1"
+	if f == nil {
+		return ""
 	}
 	return f.val
 }

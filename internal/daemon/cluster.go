@@ -207,7 +207,7 @@ func (m *member) take(a netip.Addr, p netip.Prefix) {
 	restored := 0
 	for len(mine) > 0 {
 		n := min(restoreChunk, len(mine))
-		k, err := m.d.engine.Restore(mine[:n], ike.RestoreOptions{Stale: true})
+		k, err := m.d.engine.Restore(mine[:n], ike.RestoreOptions{Stale: true, FreshReqIDs: true})
 		if err != nil {
 			m.d.log.Warn("cluster: some SAs could not be restored", "vip", a, "err", err)
 		}

@@ -60,13 +60,24 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.engine = ike.New(ike.Config{
+	ec := ike.Config{
 		Conns:           cs,
 		Send:            d.sendIKE,
 		Logger:          log,
 		CookieThreshold: cfg.Limits.HalfOpenCookieThreshold,
 		Keepalive:       d.sendKeepalive,
-	})
+	}
+	if c := cfg.Cluster; c != nil {
+		// Members restore each other's Child SAs beside their own: each
+		// allocates inbound SPIs in its own slot of the SPI space.
+		ec.SPISlots = len(c.Peers)
+		for i, p := range c.Peers {
+			if p.ID == c.NodeID {
+				ec.SPISlot = i
+			}
+		}
+	}
+	d.engine = ike.New(ec)
 	if c := cfg.Cluster; c != nil {
 		if self := c.Self(); self != nil && self.Witness {
 			return nil, fmt.Errorf("node %q is a witness in the configuration: run it with `hike witness`", c.NodeID)

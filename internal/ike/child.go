@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"time"
@@ -234,6 +235,10 @@ func (e *Engine) allocChildSPI() uint32 {
 	for {
 		rand.Read(b[:])
 		spi := binary.BigEndian.Uint32(b[:])
+		if n := e.cfg.SPISlots; n > 1 {
+			shift := bits.Len(uint(n - 1))
+			spi = uint32(e.cfg.SPISlot)<<(32-shift) | spi>>shift
+		}
 		// SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
 		if spi < 256 {
 			continue

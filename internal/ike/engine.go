@@ -52,6 +52,14 @@ type Config struct {
 	// round trips with it. It runs on a worker with the SA locked, so it
 	// must be quick and must not call back into the engine.
 	OnExchange func(ExchangeDone)
+
+	// SPISlot and SPISlots partition the inbound Child SA SPIs of a
+	// cluster: with SPISlots > 1, every SPI this engine allocates carries
+	// SPISlot in its top bits. A member that takes over another's SAs
+	// installs their inbound SPIs beside its own, and random SPIs from two
+	// members would collide often at the mission's scale (20,000 per node:
+	// about one takeover in ten).
+	SPISlot, SPISlots int
 }
 
 // ExchangeDone describes one of our exchanges that got its response.

@@ -196,6 +196,11 @@ type RestoreOptions struct {
 	Stale bool
 	// Sync tunes those procedures.
 	Sync ResyncOptions
+	// FreshReqIDs gives the restored Child SAs new local ReqIDs: records
+	// from another cluster member carry that member's, which may name
+	// Child SAs of this one. A restart keeps them, so that kernel SAs
+	// that outlived the daemon are adopted as they are.
+	FreshReqIDs bool
 }
 
 // Restore brings SAs back from records, as after a restart or a takeover:
@@ -207,7 +212,7 @@ func (e *Engine) Restore(recs []Record, opts RestoreOptions) (int, error) {
 	var errs []error
 	n := 0
 	for i := range recs {
-		sa, err := e.restoreOne(&recs[i])
+		sa, err := e.restoreOne(&recs[i], opts.FreshReqIDs)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("SA %x/%x: %w", recs[i].SPIi, recs[i].SPIr, err))
 			continue
@@ -240,7 +245,7 @@ func (e *Engine) Restore(recs []Record, opts RestoreOptions) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-func (e *Engine) restoreOne(r *Record) (*SA, error) {
+func (e *Engine) restoreOne(r *Record, freshReqIDs bool) (*SA, error) {
 	if r.Version != recordVersion {
 		return nil, fmt.Errorf("record version %d, want %d", r.Version, recordVersion)
 	}
@@ -321,7 +326,10 @@ func (e *Engine) restoreOne(r *Record) (*SA, error) {
 		if cfg == nil {
 			continue
 		}
-		if e.reqIDs.Load() < c.reqID {
+		switch {
+		case freshReqIDs:
+			c.reqID = e.reqIDs.Add(1)
+		case e.reqIDs.Load() < c.reqID:
 			e.reqIDs.Store(c.reqID)
 		}
 		if err := e.installChild(sa, c); err != nil {

@@ -88,9 +88,9 @@ connections:
 		domain, domain, ikeProposal, seconds(dpd), protectedNet, clientsNet, espProposal)
 }
 
-// swanConfig is client i's swanctl.conf: an initiator towards the gateway
-// probing it with DPD every dpd of silence.
-func swanConfig(i int, psk string, dpd time.Duration) string {
+// swanConfig is client i's swanctl.conf: an initiator with identity id
+// towards the gateway at gw, probing it with DPD every dpd of silence.
+func swanConfig(i int, gw netip.Addr, id, psk string, dpd time.Duration) string {
 	outer, inner := clientAddrs(i)
 	return fmt.Sprintf(`connections {
     gw {
@@ -101,7 +101,7 @@ func swanConfig(i int, psk string, dpd time.Duration) string {
         dpd_delay = %s
         local {
             auth = psk
-            id = c%d.%s
+            id = %s
         }
         remote {
             auth = psk
@@ -123,8 +123,11 @@ secrets {
         secret = %s
     }
 }
-`, outer, gwOuter, ikeProposal, seconds(dpd), i, domain, domain, inner, protectedNet, espProposal, domain, psk)
+`, outer, gw, ikeProposal, seconds(dpd), id, domain, inner, protectedNet, espProposal, domain, psk)
 }
+
+// tunnelClientID is client i's identity in the tunnel scenario.
+func tunnelClientID(i int) string { return fmt.Sprintf("c%d.%s", i, domain) }
 
 // seconds spells d in whole seconds, the one duration form that hike and
 // strongSwan both read. The lab never asks for less than a second.

@@ -101,7 +101,7 @@ func TestSwanConfigFitsGateway(t *testing.T) {
 	cfg, _, psk := loadHikeConfig(t, 3*time.Second)
 	conn := cfg.Connection("lab")
 	for _, i := range []int{1, 2, 17, maxClients} {
-		sc := swanConfig(i, psk, 3*time.Second)
+		sc := swanConfig(i, gwOuter, tunnelClientID(i), psk, 3*time.Second)
 		id := submatch(t, swanLocalID, sc)
 		if !conn.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) {
 			t.Errorf("client %d: identity %q does not match the gateway's remote id %v", i, id, conn.Remote.ID)
@@ -195,7 +195,11 @@ func TestParseClients(t *testing.T) {
 		{"auto:2", ClientAuto, 2, true},
 		{"0", "", 0, false},
 		{"-2", "", 0, false},
-		{"251", "", 0, false},
+		{"251", ClientAuto, 251, true}, // simulated clients in the failover scenario
+		{"60000", ClientAuto, 60000, true},
+		{"60001", "", 0, false},
+		{"strongswan:250", ClientStrongSwan, 250, true},
+		{"strongswan:251", "", 0, false},
 		{"strongswan:", "", 0, false},
 		{"strongswan:x", "", 0, false},
 		{"libreswan", "", 0, false},

@@ -28,7 +28,8 @@ type env struct {
 	hike     *netlab.Proc
 	ctl      *control.Client
 	clients  []*client
-	claimed  bool // a record under claimDir names this run
+	cl       *cluster // the failover scenario's nodes and simulated clients
+	claimed  bool     // a record under claimDir names this run
 	// inflight counts goroutines that may still run commands after a step
 	// gave up on them (interrupted): close waits for them to notice that
 	// their processes are gone.
@@ -176,6 +177,18 @@ func (e *env) collectLogs(r *Report) {
 	if e.hike != nil {
 		logs["hike"] = lastLines(e.hike.Out.String(), 30)
 	}
+	if e.cl != nil {
+		for _, n := range e.cl.nodes {
+			if n.proc != nil {
+				logs["hike "+n.id] = lastLines(n.proc.Out.String(), 20)
+			}
+		}
+		for _, g := range e.cl.groups {
+			if g.proc != nil {
+				logs[fmt.Sprintf("hike load l%d", g.i)] = lastLines(g.proc.Out.String(), 10)
+			}
+		}
+	}
 	for _, c := range e.clients {
 		if c.swan != nil {
 			logs["charon "+c.name] = lastLines(c.swan.Log(), 15)
@@ -201,6 +214,19 @@ func (e *env) hold(ctx context.Context) {
 	if e.gw != nil {
 		fmt.Fprintf(&b, "  ip netns exec %s bash    # the gateway: hike at %s, protected network %s\n", e.gw.Name, gwOuter, gwInner)
 		fmt.Fprintf(&b, "  %s sa list --socket %s\n", e.o.Hike, filepath.Join(e.dir, "control.sock"))
+	}
+	if e.cl != nil {
+		for _, n := range e.cl.nodes {
+			state := ""
+			if n.killed {
+				state = " (killed)"
+			}
+			fmt.Fprintf(&b, "  ip netns exec %s bash    # %s%s: %s, VIP %s\n", n.ns.Name, n.id, state, nodeAddr(n.i), n.vip.Addr())
+			if !n.killed {
+				fmt.Fprintf(&b, "  %s cluster status --socket %s\n", e.o.Hike, nodeSocket(e.dir, n.i))
+			}
+		}
+		fmt.Fprintf(&b, "  logs and configurations: %s\n", e.dir)
 	}
 	for _, c := range e.clients {
 		fmt.Fprintf(&b, "  ip netns exec %s bash    # client %s: ping -I %s %s\n", c.ns.Name, c.name, c.inner, gwInner)

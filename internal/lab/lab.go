@@ -3,10 +3,12 @@
 // scenario, reports what happened and removes everything it made, also
 // when the run fails or is interrupted. `hike lab` is its command line.
 //
-// A scenario is a sequence of named steps over a running lab. The first,
-// "tunnel", brings up strongSwan clients against one gateway, pings through
-// each tunnel and watches DPD; the cluster scenarios add nodes and a
-// failover on the same machinery.
+// A scenario is a sequence of named steps over a running lab. "failover",
+// the default, is the mission on one machine: a cluster of hike nodes,
+// simulated clients (`hike load`) and optionally strongSwan ones spread
+// over the nodes' VIPs, steady DPD, the busiest node killed, a survivor
+// taking over and resynchronising every SA. "tunnel" brings up strongSwan
+// clients against one gateway, pings through each tunnel and watches DPD.
 package lab
 
 import (
@@ -31,11 +33,25 @@ const (
 
 // Options configure one run.
 type Options struct {
-	Scenario   string        // default DefaultScenario
-	Clients    int           // number of clients, default 1
-	ClientKind string        // ClientAuto (default) or ClientStrongSwan
-	DPD        time.Duration // how long to watch DPD, default 4s
-	Pings      int           // echo requests per client, default 5
+	Scenario string // default DefaultScenario
+	// Clients is the number of clients: strongSwan ones in the tunnel
+	// scenario (default 1), simulated ones in the failover scenario
+	// (default 300, spread over the nodes' VIPs).
+	Clients    int
+	ClientKind string // ClientAuto (default) or ClientStrongSwan; tunnel only
+	// DPD is, in the tunnel scenario, how long to watch DPD (default 4s);
+	// in the failover scenario, the DPD delay of clients and nodes
+	// (default 2s).
+	DPD   time.Duration
+	Pings int // echo requests per client, default 5; tunnel only
+	// Nodes is the failover scenario's cluster size, 3 (default) to 7.
+	Nodes int
+	// StrongSwan adds strongSwan clients to the failover scenario; they
+	// ping through their tunnels across the kill.
+	StrongSwan int
+	// KillAfter is the failover scenario's steady DPD period between every
+	// client being up and the kill, default 2 DPD delays.
+	KillAfter time.Duration
 	// Hike is the hike binary run as the gateway; default the running
 	// executable, so that `hike lab` shows the very build that runs it.
 	Hike string
@@ -65,10 +81,10 @@ type step struct {
 }
 
 // DefaultScenario is what `hike lab` runs without --scenario.
-const DefaultScenario = "tunnel"
+const DefaultScenario = "failover"
 
 // Scenarios lists the scenarios in the order `hike lab --help` shows them.
-func Scenarios() []*Scenario { return []*Scenario{tunnelScenario} }
+func Scenarios() []*Scenario { return []*Scenario{failoverScenario, tunnelScenario} }
 
 func lookup(name string) (*Scenario, error) {
 	var names []string
@@ -85,31 +101,42 @@ func lookup(name string) (*Scenario, error) {
 const installHint = "apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins"
 
 // Check reports what is missing on this machine to run the lab with o's
-// client kind, with what to install.
+// scenario and clients, with what to install. The failover scenario with
+// simulated clients needs nothing but root and iproute2.
 func Check(o Options) error {
 	if err := netlab.Check(); err != nil {
 		return fmt.Errorf("%w; the lab runs as root, with iproute2 installed", err)
 	}
+	if o.Scenario == "" || o.Scenario == failoverScenario.Name {
+		if o.StrongSwan == 0 {
+			return nil
+		}
+		return checkSwan()
+	}
 	switch o.ClientKind {
 	case "", ClientAuto, ClientStrongSwan:
-		// hike's own simulated clients arrive with the cluster; until then
-		// strongSwan is the only kind, so auto needs it too.
-		if err := swan.Check(); err != nil {
-			// swan's own hint names fewer packages than the lab needs.
-			what, _, _ := strings.Cut(err.Error(), " (apt-get")
-			return fmt.Errorf("strongSwan clients cannot run: %s\ninstall strongSwan with:\n  %s", what, installHint)
-		}
-		if _, err := os.Stat("/usr/lib/ipsec/plugins/libstrongswan-curve25519.so"); err != nil {
-			return fmt.Errorf("strongSwan's curve25519 plugin is missing\ninstall strongSwan with:\n  %s", installHint)
-		}
-		return nil
+		// The tunnel scenario pings through real tunnels: strongSwan is
+		// its only client kind.
+		return checkSwan()
 	default:
 		return fmt.Errorf("lab: unknown client kind %q (have: %s)", o.ClientKind, ClientStrongSwan)
 	}
 }
 
+func checkSwan() error {
+	if err := swan.Check(); err != nil {
+		// swan's own hint names fewer packages than the lab needs.
+		what, _, _ := strings.Cut(err.Error(), " (apt-get")
+		return fmt.Errorf("strongSwan clients cannot run: %s\ninstall strongSwan with:\n  %s", what, installHint)
+	}
+	if _, err := os.Stat("/usr/lib/ipsec/plugins/libstrongswan-curve25519.so"); err != nil {
+		return fmt.Errorf("strongSwan's curve25519 plugin is missing\ninstall strongSwan with:\n  %s", installHint)
+	}
+	return nil
+}
+
 // ParseClients reads the value of `hike lab --clients`: a number of
-// clients of the default kind ("3"), a kind with one client
+// clients of the scenario's default kind ("3"), a kind with one client
 // ("strongswan"), or both ("strongswan:3").
 func ParseClients(s string) (kind string, n int, err error) {
 	kind, count, hasCount := strings.Cut(s, ":")
@@ -123,10 +150,16 @@ func ParseClients(s string) (kind string, n int, err error) {
 	default:
 		return "", 0, fmt.Errorf("clients %q: want N, KIND or KIND:N with KIND %s", s, ClientStrongSwan)
 	}
+	// Which scenario the number is for is not known here: the bound is
+	// the largest any scenario takes for the kind (see withDefaults).
+	limit := maxSimulated
+	if kind == ClientStrongSwan {
+		limit = maxClients
+	}
 	n = 1
 	if hasCount {
-		if n, err = strconv.Atoi(count); err != nil || n < 1 || n > maxClients {
-			return "", 0, fmt.Errorf("clients %q: the number of clients is 1 to %d", s, maxClients)
+		if n, err = strconv.Atoi(count); err != nil || n < 1 || n > limit {
+			return "", 0, fmt.Errorf("clients %q: the number of clients is 1 to %d", s, limit)
 		}
 	}
 	return kind, n, nil
@@ -187,6 +220,36 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Scenario == "" {
 		o.Scenario = DefaultScenario
 	}
+	var err error
+	switch o.Scenario {
+	case failoverScenario.Name:
+		o, err = o.failoverDefaults()
+	default:
+		o, err = o.tunnelDefaults()
+	}
+	if err != nil {
+		return o, err
+	}
+	if o.Hike == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return o, fmt.Errorf("lab: cannot find the hike binary to run as the gateway: %w", err)
+		}
+		o.Hike = exe
+	}
+	if o.Prefix == "" {
+		o.Prefix = "hkl" + pidTag(os.Getpid())
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return o, nil
+}
+
+func (o Options) tunnelDefaults() (Options, error) {
+	if o.Nodes != 0 || o.StrongSwan != 0 || o.KillAfter != 0 {
+		return o, errors.New("lab: nodes, strongSwan clients besides --clients and a kill are the failover scenario's")
+	}
 	if o.Clients == 0 {
 		o.Clients = 1
 	}
@@ -205,18 +268,40 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Pings == 0 {
 		o.Pings = 5
 	}
-	if o.Hike == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return o, fmt.Errorf("lab: cannot find the hike binary to run as the gateway: %w", err)
-		}
-		o.Hike = exe
+	return o, nil
+}
+
+func (o Options) failoverDefaults() (Options, error) {
+	if o.ClientKind == ClientStrongSwan {
+		return o, errors.New("lab: the failover scenario's --clients are simulated; add strongSwan clients with --strongswan N")
 	}
-	if o.Prefix == "" {
-		o.Prefix = "hkl" + pidTag(os.Getpid())
+	o.ClientKind = ""
+	if o.Nodes == 0 {
+		o.Nodes = 3
 	}
-	if o.Progress == nil {
-		o.Progress = io.Discard
+	if o.Nodes < minNodes || o.Nodes > maxNodes {
+		return o, fmt.Errorf("lab: %d nodes: a cluster has %d to %d", o.Nodes, minNodes, maxNodes)
+	}
+	if o.Clients == 0 {
+		o.Clients = 300
+	}
+	if o.Clients < 0 || o.Clients > maxSimulated {
+		return o, fmt.Errorf("lab: %d simulated clients: between 1 and %d", o.Clients, maxSimulated)
+	}
+	if o.StrongSwan < 0 || o.StrongSwan > maxClients {
+		return o, fmt.Errorf("lab: %d strongSwan clients: between 0 and %d", o.StrongSwan, maxClients)
+	}
+	if o.DPD == 0 {
+		o.DPD = 2 * time.Second
+	}
+	if o.DPD < time.Second || o.DPD%time.Second != 0 {
+		return o, fmt.Errorf("lab: DPD delay %v: whole seconds, at least 1s", o.DPD)
+	}
+	if o.KillAfter == 0 {
+		o.KillAfter = 2 * o.DPD
+	}
+	if o.KillAfter < 0 {
+		return o, fmt.Errorf("lab: kill after %v: not negative", o.KillAfter)
 	}
 	return o, nil
 }

@@ -22,8 +22,10 @@ type Report struct {
 	Started     time.Time `json:"started"`
 	DurationMS  int64     `json:"duration_ms"`
 	Steps       []Step    `json:"steps"`
-	Gateway     Gateway   `json:"gateway"`
-	Clients     []Client  `json:"clients"`
+	Gateway     Gateway   `json:"gateway,omitzero"` // the tunnel scenario's
+	// Clients are the strongSwan clients, in every scenario.
+	Clients  []Client  `json:"clients,omitempty"`
+	Failover *Failover `json:"failover,omitempty"`
 	// Logs holds the tail of each daemon's log when the run failed: the
 	// lab's directory is gone by the time anyone reads the report.
 	Logs map[string]string `json:"logs,omitempty"`
@@ -54,6 +56,7 @@ type Client struct {
 	Name      string   `json:"name"`
 	Namespace string   `json:"namespace"`
 	Kind      string   `json:"kind"`
+	VIP       string   `json:"vip,omitempty"` // the cluster VIP it dials (failover)
 	Outer     string   `json:"outer"`
 	Inner     string   `json:"inner"`
 	IKE       IKESA    `json:"ike_sa"`
@@ -96,6 +99,9 @@ type Ping struct {
 	RTTMinMS float64 `json:"rtt_min_ms"`
 	RTTAvgMS float64 `json:"rtt_avg_ms"`
 	RTTMaxMS float64 `json:"rtt_max_ms"`
+	// LongestGapMS is the longest run of unanswered requests, in time
+	// (failover: the continuous ping across the kill).
+	LongestGapMS int64 `json:"longest_gap_ms,omitempty"`
 }
 
 // DPD counts the liveness checks of the DPD period in each direction, and
@@ -118,14 +124,19 @@ func (d DPD) Exchanges() int { return d.FromGateway + d.FromClient }
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "hike lab: %s\n", r.Summary)
-	g := r.Gateway
-	fmt.Fprintf(&b, "\ngateway %s: hike at %s, protected network %s, %s data plane\n",
-		dash(g.Namespace), dash(g.Outer), dash(g.Protected), dash(g.Dataplane))
-	for _, c := range r.Clients {
-		writeClient(&b, c)
+	if r.Failover != nil {
+		b.WriteString("\n")
+		writeFailover(&b, r)
+	} else {
+		g := r.Gateway
+		fmt.Fprintf(&b, "\ngateway %s: hike at %s, protected network %s, %s data plane\n",
+			dash(g.Namespace), dash(g.Outer), dash(g.Protected), dash(g.Dataplane))
+		for _, c := range r.Clients {
+			writeClient(&b, c)
+		}
+		fmt.Fprintf(&b, "\nhike lists %d IKE SA%s and %d Child SA%s; its DPD: %d sent, %d answered\n",
+			g.IKESAs, plural(g.IKESAs), g.ChildSAs, plural(g.ChildSAs), g.DPDSent, g.DPDAnswered)
 	}
-	fmt.Fprintf(&b, "\nhike lists %d IKE SA%s and %d Child SA%s; its DPD: %d sent, %d answered\n",
-		g.IKESAs, plural(g.IKESAs), g.ChildSAs, plural(g.ChildSAs), g.DPDSent, g.DPDAnswered)
 	steps := make([]string, 0, len(r.Steps))
 	for _, s := range r.Steps {
 		st := s.Name + " " + ms(s.DurationMS)

@@ -3,11 +3,13 @@ package lab_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,12 +20,21 @@ import (
 	"github.com/hike-vpn/hike/internal/netlab/labtest"
 )
 
-// These tests run the lab for real: root, iproute2 and strongSwan. Without
-// them they skip, except under CI=true, where a missing prerequisite fails.
+// These tests run the lab for real: root and iproute2, and strongSwan for
+// the tunnel scenario. Without them they skip, except under CI=true, where
+// a missing prerequisite fails.
 
+// requireLab requires what the tunnel scenario needs.
 func requireLab(t *testing.T) {
 	t.Helper()
-	labtest.Require(t, func() error { return lab.Check(lab.Options{}) })
+	labtest.Require(t, func() error { return lab.Check(lab.Options{Scenario: "tunnel"}) })
+}
+
+// requireFailover requires what the failover scenario needs with
+// strongSwan clients or, if swan is 0, with simulated ones only.
+func requireFailover(t *testing.T, swan int) {
+	t.Helper()
+	labtest.Require(t, func() error { return lab.Check(lab.Options{Scenario: "failover", StrongSwan: swan}) })
 }
 
 // hike builds the hike binary once for the package's tests.
@@ -80,7 +91,7 @@ func TestRunTwoClients(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	r, err := lab.Run(ctx, lab.Options{Clients: 2, Hike: hike(t), Prefix: prefix, Progress: &progress,
+	r, err := lab.Run(ctx, lab.Options{Scenario: "tunnel", Clients: 2, Hike: hike(t), Prefix: prefix, Progress: &progress,
 		Up: func(r *lab.Report) {
 			up = r
 			if nss := namespaces(t, prefix); len(nss) != 3 {
@@ -232,7 +243,7 @@ var (
 // SIGINT then tears it all down.
 func TestInterruptKept(t *testing.T) {
 	requireLab(t)
-	p := startLab(t, "--keep")
+	p := startLab(t, "--scenario", "tunnel", "--keep")
 	m := p.waitLine(t, setupLine, 30*time.Second)
 	prefix, dir := m[1], m[2]
 	p.waitLine(t, upLine, 60*time.Second)
@@ -261,7 +272,7 @@ func TestInterruptKept(t *testing.T) {
 // down and exits non-zero.
 func TestInterruptRunning(t *testing.T) {
 	requireLab(t)
-	p := startLab(t, "--clients", "2", "--dpd", "20s")
+	p := startLab(t, "--scenario", "tunnel", "--clients", "2", "--dpd", "20s")
 	m := p.waitLine(t, setupLine, 30*time.Second)
 	prefix, dir := m[1], m[2]
 	p.waitLine(t, regexp.MustCompile(`^lab: ping +done`), 60*time.Second)
@@ -292,12 +303,19 @@ func assertGone(t *testing.T, prefix, dir string) {
 }
 
 // TestMissingStrongSwan: without strongSwan (hidden here by an empty
-// /usr/lib/ipsec in a private mount namespace) the lab touches nothing,
-// names the packages to install and exits non-zero.
+// /usr/lib/ipsec in a private mount namespace) the tunnel scenario, and the
+// failover scenario asked for strongSwan clients, touch nothing, name the
+// packages to install and exit non-zero.
 func TestMissingStrongSwan(t *testing.T) {
 	requireLab(t)
+	for _, args := range []string{"--scenario tunnel", "--strongswan 1"} {
+		t.Run(args, func(t *testing.T) { missingStrongSwan(t, args) })
+	}
+}
+
+func missingStrongSwan(t *testing.T, args string) {
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-		`mount -t tmpfs none /usr/lib/ipsec && exec "$0" lab`, hike(t))
+		`mount -t tmpfs none /usr/lib/ipsec && exec "$0" lab `+args, hike(t))
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
@@ -313,7 +331,7 @@ func TestMissingStrongSwan(t *testing.T) {
 // lab removes them before it starts.
 func TestKilledLabSwept(t *testing.T) {
 	requireLab(t)
-	p := startLab(t, "--keep")
+	p := startLab(t, "--scenario", "tunnel", "--keep")
 	m := p.waitLine(t, setupLine, 30*time.Second)
 	prefix, dir := m[1], m[2]
 	p.waitLine(t, upLine, 60*time.Second)
@@ -324,7 +342,7 @@ func TestKilledLabSwept(t *testing.T) {
 		t.Fatal("a killed lab left nothing: this test shows nothing")
 	}
 	var progress strings.Builder
-	r, err := lab.Run(context.Background(), lab.Options{Hike: hike(t), Prefix: "hkt3k", Pings: 1, DPD: 2 * time.Second, Progress: &progress})
+	r, err := lab.Run(context.Background(), lab.Options{Scenario: "tunnel", Hike: hike(t), Prefix: "hkt3k", Pings: 1, DPD: 2 * time.Second, Progress: &progress})
 	if err != nil {
 		t.Fatalf("next lab: %v\n%s", err, progress.String())
 	}
@@ -332,4 +350,179 @@ func TestKilledLabSwept(t *testing.T) {
 		t.Errorf("next lab did not report the sweep:\n%s", progress.String())
 	}
 	assertGone(t, prefix, dir)
+}
+
+// TestFailoverWithoutStrongSwan runs `hike lab`, the default failover
+// scenario, as the README's command does, on a machine where strongSwan is
+// hidden (an empty /usr/lib/ipsec in a private mount namespace): the
+// cluster loses the node with the most SAs and every simulated client
+// keeps its SA through the takeover and the RFC 6311 resync.
+func TestFailoverWithoutStrongSwan(t *testing.T) {
+	requireFailover(t, 0)
+	dirsBefore := labDirs(t)
+	t0 := time.Now()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`if [ -d /usr/lib/ipsec ]; then mount -t tmpfs none /usr/lib/ipsec || exit 99; fi; exec "$0" lab --clients 90 --json`, hike(t))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	t.Logf("hike lab took %v\n%s", time.Since(t0), stderr.String())
+	var r lab.Report
+	if jerr := json.Unmarshal(out, &r); jerr != nil {
+		t.Fatalf("report is not JSON (%v; exit %v):\n%s", jerr, err, out)
+	}
+	var text strings.Builder
+	r.WriteText(&text)
+	t.Logf("report:\n%s", text.String())
+	if err != nil || !r.OK {
+		t.Fatalf("exit %v, report ok %v: %s", err, r.OK, r.Error)
+	}
+	if r.Scenario != "failover" || r.Failover == nil {
+		t.Fatalf("default scenario %q, failover section %v", r.Scenario, r.Failover != nil)
+	}
+	checkFailoverReport(t, &r, 90)
+	m := regexp.MustCompile(`lab: namespaces (\S+)\*, files in (\S+)`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatal("the lab did not say where it worked")
+	}
+	assertGone(t, m[1], m[2])
+	for d := range labDirs(t) {
+		if !dirsBefore[d] {
+			t.Errorf("temporary directory left behind: %s", d)
+		}
+	}
+}
+
+// checkFailoverReport asserts what a failover with clients simulated
+// clients must show.
+func checkFailoverReport(t *testing.T, r *lab.Report, clients int) {
+	t.Helper()
+	f := r.Failover
+	if len(f.Nodes) != 3 || f.LeaderBefore == "" {
+		t.Errorf("nodes %v, leader %q: want 3 and a leader", f.Nodes, f.LeaderBefore)
+	}
+	before := 0
+	for _, n := range f.SAsBefore {
+		before += n
+	}
+	if before != clients+len(r.Clients) {
+		t.Errorf("SAs before the kill %v, want %d in all", f.SAsBefore, clients+len(r.Clients))
+	}
+	if f.Killed == "" || f.NewOwner == "" || f.NewOwner == f.Killed {
+		t.Fatalf("killed %q, VIP taken over by %q", f.Killed, f.NewOwner)
+	}
+	for id, n := range f.SAsBefore {
+		if n > f.SAsBefore[f.Killed] {
+			t.Errorf("killed %s with %d SAs, %s had %d", f.Killed, f.SAsBefore[f.Killed], id, n)
+		}
+	}
+	if f.KilledSAs != f.SAsBefore[f.Killed] || f.Restored != f.KilledSAs || f.Resynced != f.KilledSAsRFC6311 {
+		t.Errorf("killed node's SAs %d (%d before), restored %d, resynced %d of %d with RFC 6311",
+			f.KilledSAs, f.SAsBefore[f.Killed], f.Restored, f.Resynced, f.KilledSAsRFC6311)
+	}
+	// hike load advertises RFC 6311: every simulated client's SA resyncs.
+	if f.KilledSAsRFC6311 < f.KilledSAs-len(r.Clients) {
+		t.Errorf("%d of the killed node's %d SAs negotiated RFC 6311", f.KilledSAsRFC6311, f.KilledSAs)
+	}
+	if f.TakeoverMS <= 0 || f.TakeoverMS > 5000 || f.LastResyncMS < f.TakeoverMS {
+		t.Errorf("takeover after %d ms, last resync after %d ms", f.TakeoverMS, f.LastResyncMS)
+	}
+	after := 0
+	for id, n := range f.SAsAfter {
+		if id == f.Killed {
+			t.Errorf("the killed node is listed after the kill")
+		}
+		after += n
+	}
+	if after != before {
+		t.Errorf("survivors serve %v, %d before", f.SAsAfter, before)
+	}
+	var up, established, timeouts, resyncs int64
+	for _, g := range f.Clients {
+		up += g.UpAtEnd
+		established += g.Established
+		timeouts += int64(g.DPDTimeouts)
+		resyncs += int64(g.ResyncsSeen)
+	}
+	if established != int64(clients) || up != int64(clients) || timeouts != 0 {
+		t.Errorf("simulated clients: %d established, %d up at the end, %d DPD timeouts", established, up, timeouts)
+	}
+	if resyncs < int64(f.KilledSAs-len(r.Clients)) {
+		t.Errorf("simulated clients answered %d resyncs; the killed node had %d of their SAs", resyncs, f.KilledSAs)
+	}
+	if f.Steady.PeriodMS <= 0 || f.Steady.NodeDPDSent == 0 {
+		t.Errorf("steady period %+v: no DPD from the nodes", f.Steady)
+	}
+	if len(f.Problems) != 0 {
+		t.Errorf("problems: %v", f.Problems)
+	}
+}
+
+// TestRunFailoverStrongSwan adds strongSwan clients, which ping through
+// their tunnels across the kill. The lab must run the scenario through and
+// report every strongSwan client: its IKE SA before and after, its pings,
+// its DPD. Whether every strongSwan tunnel survives is test/cluster's to
+// assert; here a problem is allowed only if it names a strongSwan client
+// (the simulated clients are held to checkFailoverReport), and the report
+// is OK exactly when there is none.
+func TestRunFailoverStrongSwan(t *testing.T) {
+	requireFailover(t, 3)
+	const prefix = "hktfs"
+	t.Cleanup(func() {
+		for _, ns := range namespaces(t, prefix) {
+			exec.Command("ip", "netns", "del", ns).Run()
+		}
+	})
+	var progress strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := lab.Run(ctx, lab.Options{Clients: 30, StrongSwan: 3, Hike: hike(t), Prefix: prefix, Progress: &progress})
+	t.Logf("%s", progress.String())
+	if r == nil {
+		t.Fatalf("Run: %v", err)
+	}
+	var b strings.Builder
+	r.WriteText(&b)
+	t.Logf("report:\n%s", b.String())
+	f := r.Failover
+	if f == nil || f.SAsAfter == nil || len(f.Clients) != 3 {
+		t.Fatalf("the scenario did not run through: %v", err)
+	}
+	if r.OK != (err == nil) || r.OK != (len(f.Problems) == 0) {
+		t.Errorf("report ok %v, error %v, problems %q", r.OK, err, f.Problems)
+	}
+	// Set aside what concerns strongSwan clients alone: problems naming
+	// one, and resyncs only strongSwan peers are behind with.
+	swanBehind := 0
+	for _, id := range f.Behind {
+		if strings.Contains(id, ".swan.") {
+			swanBehind++
+		}
+	}
+	swanOnly := func(p string) bool {
+		return strings.HasPrefix(p, "strongSwan ") ||
+			(strings.Contains(p, "RFC 6311 SAs resynchronised") && swanBehind == len(f.Behind))
+	}
+	if swan := slices.DeleteFunc(slices.Clone(f.Problems), func(p string) bool { return !swanOnly(p) }); len(swan) > 0 {
+		t.Logf("strongSwan clients did not come through the failover: %q", swan)
+	}
+	f.Problems = slices.DeleteFunc(f.Problems, swanOnly)
+	f.Resynced += swanBehind
+	checkFailoverReport(t, r, 30)
+	if len(r.Clients) != 3 {
+		t.Fatalf("%d strongSwan clients in the report, want 3", len(r.Clients))
+	}
+	for i, c := range r.Clients {
+		if c.Kind != "strongswan" || c.VIP != f.Nodes[i%3].VIP || c.Ping.Sent == 0 {
+			t.Errorf("strongSwan %s: %+v", c.Name, c)
+		}
+		// The first ping goes out before the kill, through a tunnel that
+		// was up: every client got some answers.
+		if c.Ping.Received == 0 {
+			t.Errorf("strongSwan %s: no ping answered at all", c.Name)
+		}
+	}
+	if nss := namespaces(t, prefix); len(nss) != 0 {
+		t.Errorf("namespaces left behind: %v", nss)
+	}
 }

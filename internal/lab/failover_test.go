@@ -1,0 +1,577 @@
+package lab
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/config"
+	"github.com/hike-vpn/hike/internal/ike"
+	"github.com/hike-vpn/hike/internal/wire"
+)
+
+// TestNodeConfigsLoad: every node's generated configuration, with the
+// generated PKI, is one `hike serve` accepts, and together they describe
+// one cluster: the same peers, a distinct node ID, certificate and pool
+// each, the same key files.
+func TestNodeConfigsLoad(t *testing.T) {
+	for _, n := range []int{3, 5} {
+		for _, swan := range []bool{false, true} {
+			dir := t.TempDir()
+			p, err := newPKI(dir, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pools := map[netip.Prefix]string{}
+			for i := 1; i <= n; i++ {
+				text := nodeConfig(dir, p, i, n, 2*time.Second, swan)
+				path := filepath.Join(dir, nodeID(i)+".yaml")
+				if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				cfg, err := config.Load(path)
+				if err != nil {
+					t.Fatalf("hike rejects node %d's configuration: %v\n%s", i, err, text)
+				}
+				cl := cfg.Cluster
+				if cl == nil || cl.NodeID != nodeID(i) || len(cl.Peers) != n || cl.Interface != clusterIf {
+					t.Fatalf("node %d: cluster section %+v", i, cl)
+				}
+				if cl.KeyFile != p.ClusterKey || cl.TLS.CertFile != p.Certs[nodeID(i)] || cl.TLS.CAFile != p.CA {
+					t.Errorf("node %d: key %s, cert %s, CA %s", i, cl.KeyFile, cl.TLS.CertFile, cl.TLS.CAFile)
+				}
+				for j, peer := range cl.Peers {
+					if peer.ID != nodeID(j+1) || peer.Address != netip.AddrPortFrom(nodeAddr(j+1), raftPort).String() ||
+						len(peer.VIPs) != 1 || peer.VIPs[0] != nodeVIP(j+1) || peer.Witness {
+						t.Errorf("node %d: peer %d is %+v", i, j+1, peer)
+					}
+				}
+				if cfg.Dataplane.Kind != config.DataplaneUserspace {
+					t.Errorf("node %d: data plane %q, want userspace", i, cfg.Dataplane.Kind)
+				}
+				load := cfg.Connection("load")
+				if load == nil || load.DPD.Delay != 2*time.Second || len(load.Pools) != 1 {
+					t.Fatalf("node %d: load connection %+v", i, load)
+				}
+				if got := load.Pools[0].Ranges; len(got) != 1 || !nodePool(i).Contains(got[0].From) || !nodePool(i).Contains(got[0].To) {
+					t.Errorf("node %d: pool %v, want within %v", i, got, nodePool(i))
+				}
+				if prev, dup := pools[nodePool(i)]; dup {
+					t.Errorf("nodes %s and %d share a pool", prev, i)
+				}
+				pools[nodePool(i)] = nodeID(i)
+				for g := 1; g <= n; g++ {
+					id := "c7." + loadDomain(g)
+					if !load.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) {
+						t.Errorf("node %d does not take simulated client %q", i, id)
+					}
+				}
+				swanConn := cfg.Connection("swan")
+				if (swanConn != nil) != swan {
+					t.Fatalf("node %d: swan connection %v, want %v", i, swanConn != nil, swan)
+				}
+				if swan {
+					id := "c3.swan." + domain
+					if !swanConn.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) || load.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) {
+						t.Errorf("node %d: strongSwan client %q does not select the swan connection alone", i, id)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestPKI: each node's certificate names its node ID, chains to the CA and
+// serves both ends of a TLS connection; private material is 0600; the
+// cluster key and the PSK have the forms their readers take.
+func TestPKI(t *testing.T) {
+	dir := t.TempDir()
+	p, err := newPKI(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(readCert(t, p.CA))
+	for i := 1; i <= 3; i++ {
+		id := nodeID(i)
+		c := readCert(t, p.Certs[id])
+		if c.Subject.CommonName != id || len(c.DNSNames) != 1 || c.DNSNames[0] != id {
+			t.Errorf("%s: certificate names %q %v", id, c.Subject.CommonName, c.DNSNames)
+		}
+		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+			if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+				t.Errorf("%s: does not verify for usage %v: %v", id, usage, err)
+			}
+		}
+		assertMode(t, p.Keys[id], 0o600)
+	}
+	assertMode(t, p.ClusterKey, 0o600)
+	assertMode(t, p.PSK, 0o600)
+	key, _ := os.ReadFile(p.ClusterKey)
+	if b, err := hex.DecodeString(strings.TrimSpace(string(key))); err != nil || len(b) != 32 {
+		t.Errorf("cluster key is not 64 hex digits: %v, %d bytes", err, len(b))
+	}
+	psk, _ := os.ReadFile(p.PSK)
+	if s := strings.TrimSpace(string(psk)); len(s) != 64 || strings.HasPrefix(s, "0x") {
+		t.Errorf("PSK %d characters: want 64 hex digits without 0x, the same text to hike serve and hike load", len(s))
+	}
+	q, err := newPKI(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := os.ReadFile(q.PSK)
+	if string(other) == string(psk) {
+		t.Error("two runs share a PSK")
+	}
+}
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func assertMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != want {
+		t.Errorf("%s: mode %v, want %v", path, fi.Mode().Perm(), want)
+	}
+}
+
+// TestClusterAddressing: every address the failover scenario hands out is
+// distinct; nodes, VIPs, groups and strongSwan clients share the bridge's
+// subnet; the groups' sources, the pools and the strongSwan inner
+// addresses lie outside it and outside each other.
+func TestClusterAddressing(t *testing.T) {
+	bridge := netip.PrefixFrom(nodeAddr(1), outerBits).Masked()
+	seen := map[netip.Addr]string{}
+	use := func(a netip.Addr, what string) {
+		if prev, dup := seen[a]; dup {
+			t.Errorf("%v is %s and %s", a, prev, what)
+		}
+		seen[a] = what
+		if !bridge.Contains(a) {
+			t.Errorf("%s %v is not on the bridge %v", what, a, bridge)
+		}
+	}
+	var outside []netip.Prefix
+	for i := 1; i <= maxNodes; i++ {
+		use(nodeAddr(i), nodeID(i))
+		use(nodeVIP(i).Addr(), nodeID(i)+"'s VIP")
+		use(loadAddr(i), "group "+nodeID(i))
+		if nodeVIP(i).Bits() != outerBits {
+			t.Errorf("VIP %v: want the bridge's prefix length", nodeVIP(i))
+		}
+		outside = append(outside, nodePool(i), loadSources(i))
+	}
+	for j := 1; j <= maxClients; j++ {
+		outer, _ := clientAddrs(j)
+		use(outer, "strongSwan client")
+	}
+	outside = append(outside, clientsNet, protectedNet)
+	for i, p := range outside {
+		if p.Overlaps(bridge) {
+			t.Errorf("%v overlaps the bridge", p)
+		}
+		for _, q := range outside[i+1:] {
+			if p.Overlaps(q) {
+				t.Errorf("%v overlaps %v", p, q)
+			}
+		}
+	}
+	// Each group's sources and each node's pool hold the most clients
+	// the lab runs.
+	for i := 1; i <= maxNodes; i++ {
+		for _, p := range []netip.Prefix{nodePool(i), loadSources(i)} {
+			if size := 1 << (32 - p.Bits()); size-2 < maxSimulated/minNodes+1 {
+				t.Errorf("%v holds %d addresses, fewer than %d clients", p, size-2, maxSimulated/minNodes+1)
+			}
+		}
+	}
+}
+
+func TestSpread(t *testing.T) {
+	for _, tc := range []struct {
+		n, k int
+		want []int
+	}{
+		{300, 3, []int{100, 100, 100}},
+		{10, 3, []int{4, 3, 3}},
+		{2, 3, []int{1, 1, 0}},
+		{0, 3, []int{0, 0, 0}},
+		{7, 7, []int{1, 1, 1, 1, 1, 1, 1}},
+	} {
+		got := spread(tc.n, tc.k)
+		if len(got) != len(tc.want) {
+			t.Fatalf("spread(%d, %d) = %v", tc.n, tc.k, got)
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("spread(%d, %d) = %v, want %v", tc.n, tc.k, got, tc.want)
+				break
+			}
+		}
+	}
+}
+
+func TestPickVictim(t *testing.T) {
+	ids := []string{"node1", "node2", "node3"}
+	for _, tc := range []struct {
+		sas  map[string]int
+		want string
+	}{
+		{map[string]int{"node1": 100, "node2": 100, "node3": 100}, "node1"},
+		{map[string]int{"node1": 99, "node2": 101, "node3": 100}, "node2"},
+		{map[string]int{"node1": 1, "node2": 2, "node3": 3}, "node3"},
+		{map[string]int{"node2": 5, "node3": 5}, "node2"},
+		{nil, "node1"},
+	} {
+		if got := pickVictim(ids, tc.sas); got != tc.want {
+			t.Errorf("pickVictim(%v) = %s, want %s", tc.sas, got, tc.want)
+		}
+	}
+}
+
+// TestTakenOver: SAs are matched by both SPIs, whatever their case; an SA
+// counts as resynchronised once the peer answered its sync.
+func TestTakenOver(t *testing.T) {
+	sa := func(i, r, peer string, sync bool, after [2]uint32) ike.SAInfo {
+		return ike.SAInfo{SPIi: i, SPIr: r, PeerID: peer, Extensions: ike.Extensions{MIDSync: sync},
+			Stats: ike.SAStats{LastSyncAfter: after}}
+	}
+	victim := []ike.SAInfo{
+		sa("00000000000000a1", "00000000000000b1", "c1.example", true, [2]uint32{}),
+		sa("00000000000000a2", "00000000000000b2", "c2.example", true, [2]uint32{}),
+		sa("00000000000000a3", "00000000000000b3", "c3.example", true, [2]uint32{}),
+		sa("00000000000000a4", "00000000000000b4", "", true, [2]uint32{}),
+		sa("00000000000000a5", "00000000000000b5", "c5.example", false, [2]uint32{}),
+	}
+	owner := []ike.SAInfo{
+		sa("00000000000000A1", "00000000000000B1", "c1.example", true, [2]uint32{5, 3}), // restored, synced
+		sa("00000000000000a2", "00000000000000b2", "c2.example", true, [2]uint32{}),     // restored, sync pending
+		sa("00000000000000a3", "00000000000000ff", "c3.example", true, [2]uint32{1, 1}), // another SA: responder SPI differs
+		sa("00000000000000a5", "00000000000000b5", "c5.example", false, [2]uint32{}),    // restored, no RFC 6311: nothing to sync
+		sa("00000000000000c1", "00000000000000d1", "own.example", true, [2]uint32{2, 2}),
+	}
+	got := takenOver(victim, owner)
+	want := progress{restored: 3, resynced: 1, behind: []string{"00000000000000a4/00000000000000b4", "c2.example", "c3.example"}}
+	if got.restored != want.restored || got.resynced != want.resynced || !slices.Equal(got.behind, want.behind) {
+		t.Errorf("takenOver = %+v, want %+v", got, want)
+	}
+	if got := takenOver(victim, nil); got.restored != 0 || got.resynced != 0 || len(got.behind) != 5 {
+		t.Errorf("takenOver with nothing listed = %+v", got)
+	}
+}
+
+// TestParseStatus reads a status in the shape `hike cluster status --json`
+// prints (typed here by hand).
+func TestParseStatus(t *testing.T) {
+	const js = `{"node":"node2","leader":"node2","serving":true,"witness":false,"term":3,"applied_index":812,
+"members":[{"id":"node1","address":"10.99.0.11:7946","witness":false,"leader":false,"reachable":false,"last_contact_ms":1450},
+{"id":"node2","address":"10.99.0.12:7946","witness":false,"leader":true,"reachable":true,"last_contact_ms":0},
+{"id":"node3","address":"10.99.0.13:7946","witness":false,"leader":false,"reachable":true,"last_contact_ms":40}],
+"vips":[{"vip":"10.99.1.1","owner":"node3","home":"node1"},{"vip":"10.99.1.2","owner":"node2","home":"node2"},
+{"vip":"10.99.1.3","owner":"","home":"node3"}],
+"sas":{"node2":100,"node3":200},
+"replication":{"entries":40,"sa_puts":330,"sa_deletes":2,"vip_moves":1,"entry_bytes":52000,"tx_bytes":901234,"rx_bytes":45678},
+"unknown_field":[1,2]}`
+	st, err := parseStatus([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node != "node2" || st.Leader != "node2" || !st.Serving || st.Term != 3 {
+		t.Errorf("status %+v", st)
+	}
+	for vip, want := range map[string]string{"10.99.1.1": "node3", "10.99.1.2": "node2", "10.99.1.3": "", "10.99.1.4": ""} {
+		if got := st.owner(netip.MustParseAddr(vip)); got != want {
+			t.Errorf("owner(%s) = %q, want %q", vip, got, want)
+		}
+	}
+	if m := st.member("node1"); m == nil || m.Reachable || m.Leader {
+		t.Errorf("member node1 = %+v, want unreachable follower", m)
+	}
+	if m := st.member("node4"); m != nil {
+		t.Errorf("member node4 = %+v, want none", m)
+	}
+	if st.SAs["node3"] != 200 || st.Replication.Entries != 40 || st.Replication.SAPuts != 330 || st.Replication.TxBytes != 901234 {
+		t.Errorf("counts %v %+v", st.SAs, st.Replication)
+	}
+	for _, bad := range []string{"", "{", `{"sas":{"node1":"x"}}`, "null["} {
+		if _, err := parseStatus([]byte(bad)); err == nil {
+			t.Errorf("parseStatus(%q): no error", bad)
+		}
+	}
+}
+
+// TestParseLoadSummary finds the summary after whatever `hike load` wrote
+// before it, nested objects included.
+func TestParseLoadSummary(t *testing.T) {
+	out := `time=2026-11-27T18:00:00Z level=WARN msg="something {odd}"
+{ not json
+{
+  "target": "10.99.1.1:500",
+  "clients": 100,
+  "established": 100,
+  "failed": 0,
+  "pending": 0,
+  "failures_by_reason": {},
+  "established_at_end": 99,
+  "dpd": {
+    "sent": 310,
+    "completed": 305,
+    "timeouts": 1
+  },
+  "resyncs_seen": 100,
+  "retransmits": 7
+}
+`
+	s, err := parseLoadSummary(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Clients != 100 || s.Established != 100 || s.UpAtEnd != 99 || s.DPD.Sent != 310 || s.DPD.Timeouts != 1 ||
+		s.ResyncsSeen != 100 || s.Retransmits != 7 {
+		t.Errorf("summary %+v", s)
+	}
+	for _, bad := range []string{"", "hike: --target: required\n", "{\n  \"clients\": \n"} {
+		if _, err := parseLoadSummary(bad); err == nil {
+			t.Errorf("parseLoadSummary(%q): no error", bad)
+		}
+	}
+}
+
+func TestLongestGap(t *testing.T) {
+	reply := func(seq int) string {
+		return "64 bytes from 10.97.0.1: icmp_seq=" + strconv.Itoa(seq) + " ttl=64 time=0.512 ms\n"
+	}
+	var lossy strings.Builder
+	lossy.WriteString("PING 10.97.0.1 (10.97.0.1) from 10.98.0.1 : 56(84) bytes of data.\n")
+	for seq := 1; seq <= 40; seq++ {
+		if seq <= 10 || seq >= 26 { // 11..25 lost: 15 requests
+			lossy.WriteString(reply(seq))
+		}
+	}
+	lossy.WriteString("\n--- 10.97.0.1 ping statistics ---\n40 packets transmitted, 25 received, 37.5% packet loss, time 3900ms\n")
+	var tail strings.Builder
+	for seq := 1; seq <= 5; seq++ {
+		tail.WriteString(reply(seq))
+	}
+	tail.WriteString(reply(5)[:len(reply(5))-1] + " (DUP!)\n")
+	tail.WriteString("12 packets transmitted, 5 received, +1 duplicates, 58.3333% packet loss\n")
+	for _, tc := range []struct {
+		name string
+		out  string
+		want int64
+	}{
+		{"gap in the middle", lossy.String(), 1500},
+		{"none lost", reply(1) + reply(2) + reply(3) + "3 packets transmitted, 3 received, 0% packet loss\n", 0},
+		{"lost at the end", tail.String(), 700},
+		{"lost at the start", reply(4) + reply(5) + "5 packets transmitted, 2 received\n", 300},
+		{"nothing answered", "10 packets transmitted, 0 received, 100% packet loss\n", 1000},
+		{"no output", "", 0},
+	} {
+		if got := longestGap(tc.out, 100*time.Millisecond); got != tc.want {
+			t.Errorf("%s: longestGap = %d ms, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// goodFailover is the report of a failover in which everything went as
+// the cluster promises: 3 nodes, 300 simulated clients, node1 killed.
+func goodFailover() *Report {
+	return &Report{Scenario: "failover", OK: true, Summary: "failover: test",
+		Failover: &Failover{
+			Nodes: []Node{{ID: "node1", Namespace: "hkl1n1", Address: "10.99.0.11:7946", VIP: "10.99.1.1"},
+				{ID: "node2", Namespace: "hkl1n2", Address: "10.99.0.12:7946", VIP: "10.99.1.2"},
+				{ID: "node3", Namespace: "hkl1n3", Address: "10.99.0.13:7946", VIP: "10.99.1.3"}},
+			LeaderBefore: "node1",
+			SAsBefore:    map[string]int{"node1": 100, "node2": 100, "node3": 100},
+			Steady:       Steady{PeriodMS: 4000, NodeDPDSent: 290, NodeDPDAnswered: 290, Entries: 0, TxBytes: 3000},
+			Killed:       "node1", KilledVIP: "10.99.1.1", KilledWasLeader: true, KilledSAs: 100, KilledSAsRFC6311: 100,
+			DetectedMS: 0, NewLeaderMS: 1210, LeaderAfter: "node2", NewOwner: "node3", TakeoverMS: 1480,
+			Restored: 100, Resynced: 100, RestoredMS: 1500, FirstResyncMS: 1520, LastResyncMS: 1710,
+			SAsAfter:        map[string]int{"node2": 100, "node3": 200},
+			ClusterSAsAfter: map[string]int{"node2": 100, "node3": 200},
+			Clients: []LoadClients{
+				{Group: "l1", VIP: "10.99.1.1", Node: "node1", Clients: 100, Established: 100, UpAtEnd: 100, DPDSent: 400, DPDCompleted: 400, ResyncsSeen: 100, Retransmits: 60},
+				{Group: "l2", VIP: "10.99.1.2", Node: "node2", Clients: 100, Established: 100, UpAtEnd: 100, DPDSent: 400, DPDCompleted: 400},
+				{Group: "l3", VIP: "10.99.1.3", Node: "node3", Clients: 100, Established: 100, UpAtEnd: 100, DPDSent: 400, DPDCompleted: 400},
+			},
+		}}
+}
+
+// TestJudgeFailover: a failover that kept its promises has no problem;
+// each broken promise is named.
+func TestJudgeFailover(t *testing.T) {
+	o := Options{Clients: 300}
+	r := goodFailover()
+	judgeFailover(r, o)
+	if len(r.Failover.Problems) != 0 {
+		t.Fatalf("problems in a good failover: %v", r.Failover.Problems)
+	}
+	for _, tc := range []struct {
+		name   string
+		break_ func(r *Report)
+		want   string
+	}{
+		{"VIP not moved", func(r *Report) { r.Failover.NewOwner = "" }, "no survivor took node1's VIP 10.99.1.1 over"},
+		{"SA not restored", func(r *Report) { r.Failover.Restored = 98 }, "node3 lists 98 of the 100 SAs node1 served"},
+		{"resync missing", func(r *Report) { r.Failover.Resynced = 97 }, "97 of 100 RFC 6311 SAs resynchronised"},
+		{"resync missing, named", func(r *Report) {
+			r.Failover.Resynced, r.Failover.Behind = 99, []string{"c7.l1.load.hike-lab.example"}
+		}, "99 of 100 RFC 6311 SAs resynchronised; behind: c7.l1.load.hike-lab.example"},
+		{"resync missing, many", func(r *Report) {
+			r.Failover.Resynced, r.Failover.Behind = 93, []string{"a", "b", "c", "d", "e", "f", "g"}
+		}, "93 of 100 RFC 6311 SAs resynchronised; behind: a, b, c, d, e and 2 more"},
+		{"SAs lost on the cluster", func(r *Report) { r.Failover.SAsAfter["node3"] = 199 }, "the survivors serve 299 IKE SAs, the cluster served 300 before the kill"},
+		{"records left to the dead", func(r *Report) { r.Failover.ClusterSAsAfter["node1"] = 3 }, "the cluster still records 3 SAs as node1's"},
+		{"client SA down", func(r *Report) { r.Failover.Clients[0].UpAtEnd = 95 }, "simulated clients lost 5 IKE SAs"},
+		{"DPD timeout", func(r *Report) { r.Failover.Clients[0].DPDTimeouts = 2 }, "simulated clients saw 2 DPD timeouts"},
+		{"setup failed", func(r *Report) {
+			r.Failover.Clients[1].Established, r.Failover.Clients[1].UpAtEnd, r.Failover.Clients[1].Failed = 99, 99, 1
+		}, "299 of 300 simulated clients established"},
+		{"no resyncs seen", func(r *Report) { r.Failover.Clients[0].ResyncsSeen = 0 }, "simulated clients answered 0 resyncs, 100 of them were on node1"},
+		{"no summaries", func(r *Report) { r.Failover.Clients = nil }, "no summary from the simulated clients"},
+		{"strongSwan SA replaced", func(r *Report) {
+			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, Ping: Ping{Sent: 100, Received: 90, LongestGapMS: 1000}}}
+		}, "strongSwan s1: the IKE SA changed"},
+		{"strongSwan traffic stopped", func(r *Report) {
+			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{SameIKESA: true}, Ping: Ping{Sent: 100, Received: 60, LongestGapMS: 3100}}}
+		}, "strongSwan s1: traffic stopped for 3.1s"},
+	} {
+		r := goodFailover()
+		tc.break_(r)
+		judgeFailover(r, o)
+		if !contains(r.Failover.Problems, tc.want) {
+			t.Errorf("%s: problems %q, want %q among them", tc.name, r.Failover.Problems, tc.want)
+		}
+	}
+	// A strongSwan client that kept its SA and lost under 3 s of traffic
+	// is fine.
+	r = goodFailover()
+	r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{SameIKESA: true}, Ping: Ping{Sent: 100, Received: 85, LongestGapMS: 1500}}}
+	judgeFailover(r, o)
+	if len(r.Failover.Problems) != 0 {
+		t.Errorf("problems with a strongSwan client that kept its tunnel: %v", r.Failover.Problems)
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestWriteFailover: the text report tells the story: the cluster, the
+// counts before and after, the kill, the takeover and resync times, the
+// clients, and problems when there are some.
+func TestWriteFailover(t *testing.T) {
+	r := goodFailover()
+	r.Steps = []Step{{Name: "network", DurationMS: 800}, {Name: "takeover", DurationMS: 1480}}
+	var b strings.Builder
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	for _, want := range []string{
+		"hike lab: failover: test\n",
+		"cluster    node1 at 10.99.0.11:7946, VIP 10.99.1.1, namespace hkl1n1, leader\n",
+		"before     node1 100, node2 100, node3 100 (300 IKE SAs)\n",
+		"steady     4s of DPD: the nodes sent 290 requests, 290 answered; raft replicated 0 entries (0 SA puts), the nodes sent 3000 B\n",
+		"kill       node1 (the leader, VIP 10.99.1.1, 100 IKE SAs, 100 with RFC 6311): SIGKILL, link down\n",
+		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n",
+		"resync     100 of 100 SAs restored on node3 (listed after 1.5s); 100 of 100 resynchronised (RFC 6311), first after 1.5s, last after 1.7s from the kill\n",
+		"after      node2 100, node3 200 (300 IKE SAs); replicated records by owner: node2 100, node3 200 (300 IKE SAs)\n",
+		"clients    l1 -> 10.99.1.1 (node1): 100/100 established, 100 up at the end; DPD 400 sent, 400 completed, 0 timeouts; 100 resyncs answered, 60 retransmits\n",
+		"           all: 300/300 established, 300 up at the end; DPD 1200 sent, 1200 completed, 0 timeouts; 100 resyncs answered, 60 retransmits\n",
+		"steps: network 800ms, takeover 1.5s;",
+		"result: OK\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "gateway") || strings.Contains(text, "PROBLEM") {
+		t.Errorf("a good failover's report mentions a gateway or a problem:\n%s", text)
+	}
+	r.OK, r.Error = false, "check: 1 problem: see the report"
+	r.Failover.Problems = []string{"simulated clients saw 2 DPD timeouts"}
+	b.Reset()
+	r.WriteText(&b)
+	if !strings.Contains(b.String(), "PROBLEM    simulated clients saw 2 DPD timeouts\n") ||
+		!strings.Contains(b.String(), "result: FAILED: check: 1 problem: see the report\n") {
+		t.Errorf("problems not reported:\n%s", b.String())
+	}
+}
+
+func TestFailoverDefaults(t *testing.T) {
+	o, err := Options{Hike: "/bin/true"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Scenario != "failover" || o.Nodes != 3 || o.Clients != 300 || o.StrongSwan != 0 ||
+		o.DPD != 2*time.Second || o.KillAfter != 4*time.Second {
+		t.Errorf("defaults %+v", o)
+	}
+	o, err = Options{Hike: "/bin/true", DPD: 3 * time.Second}.withDefaults()
+	if err != nil || o.KillAfter != 6*time.Second {
+		t.Errorf("kill after %v (%v), want two DPD delays", o.KillAfter, err)
+	}
+	for _, bad := range []Options{
+		{Nodes: 2}, {Nodes: 8}, {Clients: maxSimulated + 1}, {StrongSwan: maxClients + 1},
+		{ClientKind: ClientStrongSwan, Clients: 3}, {DPD: 1500 * time.Millisecond}, {DPD: 500 * time.Millisecond},
+		{KillAfter: -time.Second},
+		{Scenario: "tunnel", Nodes: 3}, {Scenario: "tunnel", StrongSwan: 1}, {Scenario: "tunnel", Clients: maxClients + 1},
+	} {
+		bad.Hike = "/bin/true"
+		if _, err := bad.withDefaults(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func TestOnlyNoSA(t *testing.T) {
+	noSA := fmt.Errorf("client s1 %w", errNoSA)
+	other := errors.New("swanctl: connection refused")
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{noSA, true},
+		{errors.Join(noSA, nil, fmt.Errorf("client s3 %w", errNoSA)), true},
+		{errors.Join(noSA, other), false},
+		{other, false},
+	} {
+		if got := onlyNoSA(tc.err); got != tc.want {
+			t.Errorf("onlyNoSA(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
