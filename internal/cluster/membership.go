@@ -160,6 +160,11 @@ func (n *Node) serveRequest(req []byte, peer string) (byte, string) {
 	)
 	switch {
 	case req[0] == reqApplied && len(req) == 1:
+		// A new leader may not have applied what its predecessor
+		// committed; it answers once it serves (its barrier is through).
+		if !n.Serving() {
+			return fwdRetry, "leader not caught up yet"
+		}
 		return fwdOK, strconv.FormatUint(n.applied(), 10)
 	case req[0] == reqJoin && len(req) == 1:
 		err = n.addVoter(peer)

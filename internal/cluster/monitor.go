@@ -123,7 +123,10 @@ func (n *Node) monitor() {
 				syncCh <- r
 			}(syncGen)
 		}
-		s := contact && synced && n.applied() >= target
+		if synced && target != 0 && n.applied() >= target {
+			target = 0 // caught up; no need to look again
+		}
+		s := contact && synced && target == 0
 		if s != serving {
 			serving = s
 			n.view.Lock()
