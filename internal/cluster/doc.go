@@ -44,8 +44,10 @@
 // Serving() == false and EventServing, and the daemon drops its VIPs.
 // Contact alone does not make a node serve again: a node that restarts or
 // was cut off holds an old VIP map until it has applied what was decided
-// meanwhile, so it serves only once it has applied everything the
-// leader's log held when contact was made (Records are then current too).
+// meanwhile. A follower serves only once it has applied what the leader
+// had applied when contact was made (asked over the forward channel), a
+// leader once a barrier has gone through its log; Records are then
+// current too.
 //
 // Events are edges; the state (Leader, Members, Serving, VIPs) can always
 // be read, and a daemon reconciles against it. Replaying the log at start
@@ -71,5 +73,8 @@
 //
 // # Not yet
 //
-// `hike serve` does not run a Node yet.
+// `hike serve` does not run a Node yet. A follower's Status knows only
+// how recently it heard from the leader, not from the other members.
+// Membership stays within the configured peers: adding a node means a
+// new configuration on every node.
 package cluster
