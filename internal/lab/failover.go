@@ -499,7 +499,7 @@ func steady(ctx context.Context, e *env, r *Report) error {
 const pingInterval = 100 * time.Millisecond
 
 // killNode picks the node owning the most SAs, notes its SAs, and kills it
-// as a machine dies: SIGKILL to hike serve, then its link goes down (the
+// as a machine dies: its link goes down and hike serve gets SIGKILL (the
 // VIP a killed process leaves on the interface would otherwise still
 // answer ARP, which no dead machine does).
 func killNode(ctx context.Context, e *env, r *Report) error {
@@ -530,17 +530,17 @@ func killNode(ctx context.Context, e *env, r *Report) error {
 	if f.KilledWasLeader {
 		role = "the leader"
 	}
-	e.logf("%-10s %s (%s, %d SAs): SIGKILL, then its link down", "kill", victim, role, f.KilledSAs)
+	e.logf("%-10s %s (%s, %d SAs): link down, SIGKILL", "kill", victim, role, f.KilledSAs)
+	// The link goes first: once hike is killed, the kernel tears down
+	// its TUN device and routes, which holds the lock every link change
+	// needs for a second or more. The process is not waited for either:
+	// the survivors are watched from the moment of the kill.
 	c.killed = time.Now()
-	if err := c.victim.proc.Signal(syscall.SIGKILL); err != nil {
-		return err
-	}
 	c.victim.killed = true
 	if _, err := c.victim.ns.Run("ip", "link", "set", clusterIf, "down"); err != nil {
 		return err
 	}
-	c.victim.proc.Wait()
-	return nil
+	return c.victim.proc.Signal(syscall.SIGKILL)
 }
 
 // pickVictim is the node with the most SAs; ties go to the first in ids.

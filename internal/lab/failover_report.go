@@ -232,7 +232,7 @@ func writeFailover(b *strings.Builder, r *Report) {
 		if f.KilledWasLeader {
 			role = "the leader"
 		}
-		fmt.Fprintf(b, "%-11s%s (%s, VIP %s, %d IKE SAs, %d with RFC 6311): SIGKILL, link down\n",
+		fmt.Fprintf(b, "%-11s%s (%s, VIP %s, %d IKE SAs, %d with RFC 6311): link down, SIGKILL\n",
 			"kill", f.Killed, role, f.KilledVIP, f.KilledSAs, f.KilledSAsRFC6311)
 	}
 	if f.Killed != "" {

@@ -506,7 +506,7 @@ func TestWriteFailover(t *testing.T) {
 		"cluster    node1 at 10.99.0.11:7946, VIP 10.99.1.1, namespace hkl1n1, leader\n",
 		"before     node1 100, node2 100, node3 100 (300 IKE SAs)\n",
 		"steady     4s of DPD: the nodes sent 290 requests, 290 answered; raft replicated 0 entries (0 SA puts), the nodes sent 3000 B\n",
-		"kill       node1 (the leader, VIP 10.99.1.1, 100 IKE SAs, 100 with RFC 6311): SIGKILL, link down\n",
+		"kill       node1 (the leader, VIP 10.99.1.1, 100 IKE SAs, 100 with RFC 6311): link down, SIGKILL\n",
 		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n",
 		"resync     100 of 100 SAs restored on node3 (listed after 1.5s); 100 of 100 resynchronised (RFC 6311), first after 1.5s, last after 1.7s from the kill\n",
 		"after      node2 100, node3 200 (300 IKE SAs); replicated records by owner: node2 100, node3 200 (300 IKE SAs)\n",
