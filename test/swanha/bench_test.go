@@ -241,13 +241,16 @@ type result struct {
 	established   int64
 	passiveSAs    int
 	setupS        float64
-	setupMsgs     float64 // HA datagrams active -> passive during setup
-	setupBytes    float64 // their IP bytes
+	setupMsgs     int     // HA messages active -> passive that set an SA up
+	setupBytes    int     // their IP bytes
+	rampMsgs      float64 // all HA messages active -> passive during the ramp
+	setupDrops    int     // receive buffer overflows at the passive node during the ramp
 	steadyS       float64
 	steadyMsgs    float64 // per second, active -> passive
 	steadyBytes   float64 // IP bytes per second, active -> passive
 	steadyRx      float64 // per second, passive -> active
 	midsPerS      float64 // message-ID updates per second in the capture
+	passiveDrops  int     // UDP receive buffer overflows at the passive node
 	ikeReqs       float64 // client datagrams per second into the active node, same window
 	dpdPerS       float64 // hike load's DPD exchanges per second
 	dpdTimeouts   uint64
@@ -258,8 +261,8 @@ type result struct {
 	passiveCPUPct float64
 }
 
-const header = "| clients | DPD s | established | passive holds | setup s | HA msgs per SA set up | HA bytes per SA (IP) | steady window s | DPD /s (hike load) | client requests /s at active | HA msgs /s a→p | HA IP bytes /s a→p | HA msgs /s p→a | HA msgs per DPD | HA IP bytes per DPD | MID updates per DPD (capture) | DPD timeouts | active / passive CPU % in steady | load avg before / after |\n" +
-	"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+const header = "| clients | DPD s | established | passive holds | passive rcvbuf drops | setup s | HA msgs per SA set up | HA IP bytes per SA set up | steady window s | DPD /s (hike load) | client requests /s at active | HA msgs /s a→p | HA IP bytes /s a→p | HA msgs /s p→a | HA msgs per DPD | HA IP bytes per DPD | MID updates per DPD (capture) | DPD timeouts | active / passive CPU % in steady | load avg before / after |\n" +
+	"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 func (r result) row() string {
 	perDPD, bytesPerDPD := 0.0, 0.0
@@ -272,10 +275,10 @@ func (r result) row() string {
 	}
 	perSA, bytesPerSA := 0.0, 0.0
 	if r.established > 0 {
-		perSA, bytesPerSA = r.setupMsgs/float64(r.established), r.setupBytes/float64(r.established)
+		perSA, bytesPerSA = float64(r.setupMsgs)/float64(r.established), float64(r.setupBytes)/float64(r.established)
 	}
-	return fmt.Sprintf("| %d | %d | %d | %d | %.1f | %.2f | %.0f | %.1f | %.0f | %.0f | %.0f | %.0f | %.1f | %.3f | %.1f | %.3f | %d | %.0f / %.0f | %.2f / %.2f |",
-		r.clients, r.dpd, r.established, r.passiveSAs, r.setupS, perSA, bytesPerSA, r.steadyS, r.dpdPerS, r.ikeReqs,
+	return fmt.Sprintf("| %d | %d | %d | %d | %d | %.1f | %.2f | %.0f | %.1f | %.0f | %.0f | %.0f | %.0f | %.1f | %.3f | %.1f | %.3f | %d | %.0f / %.0f | %.2f / %.2f |",
+		r.clients, r.dpd, r.established, r.passiveSAs, r.passiveDrops, r.setupS, perSA, bytesPerSA, r.steadyS, r.dpdPerS, r.ikeReqs,
 		r.steadyMsgs, r.steadyBytes, r.steadyRx, perDPD, bytesPerDPD, midsPerDPD, r.dpdTimeouts, r.activeCPUPct, r.passiveCPUPct,
 		r.loadBefore, r.loadAfter)
 }
@@ -299,6 +302,16 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 	must(t, c.AddAddr("lo", netip.MustParsePrefix(clientNet)))
 	if out, err := a.Run("ip", "route", "add", clientNet, "via", clientGW); err != nil {
 		t.Fatalf("route: %v: %s", err, out)
+	}
+	// The HA socket's receive buffer is the namespace's default
+	// (net.core.rmem_default, per namespace on recent kernels): stock
+	// unless HIKE_BENCH_RMEM asks for more on both nodes.
+	if v := os.Getenv("HIKE_BENCH_RMEM"); v != "" {
+		for _, ns := range []*netlab.NS{a, p} {
+			if out, err := ns.Run("sysctl", "-w", "net.core.rmem_default="+v); err != nil {
+				t.Fatalf("HIKE_BENCH_RMEM: %v: %s", err, out)
+			}
+		}
 	}
 	rules := filepath.Join(dir, "swanha.nft")
 	must(t, os.WriteFile(rules, []byte(nftRules), 0o600))
@@ -359,6 +372,7 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 		defer tk.Stop()
 		for {
 			if s, err := readCounters(a); err == nil {
+				s.c["p_drops"] = [2]uint64{uint64(rcvbufErrors(t, p)), 0}
 				mu.Lock()
 				samples = append(samples, s)
 				mu.Unlock()
@@ -371,6 +385,7 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 		}
 	}()
 	load0 := loadAvg()
+	drops0 := rcvbufErrors(t, p)
 	t0 := time.Now()
 	s := runLoad(t, c, hike, "--clients", strconv.Itoa(clients), "--rate", env("HIKE_BENCH_RATE", "500/s"),
 		"--dpd", strconv.Itoa(dpd), "--hold", hold.String(),
@@ -400,8 +415,8 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 	mu.Lock()
 	ss := samples
 	mu.Unlock()
-	r.setupMsgs = at(ss, "ha_tx", 0, setupEnd) - at(ss, "ha_tx", 0, t0)
-	r.setupBytes = at(ss, "ha_tx", 1, setupEnd) - at(ss, "ha_tx", 1, t0)
+	r.rampMsgs = at(ss, "ha_tx", 0, setupEnd) - at(ss, "ha_tx", 0, t0)
+	r.setupDrops = int(at(ss, "p_drops", 0, setupEnd) - at(ss, "p_drops", 0, t0))
 	w := to.Sub(from).Seconds()
 	r.steadyS = w
 	r.steadyMsgs = (at(ss, "ha_tx", 0, to) - at(ss, "ha_tx", 0, from)) / w
@@ -416,9 +431,9 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 	pkts, err := readPcap(f, netip.MustParseAddr(haActive).As4())
 	f.Close()
 	must(t, err)
-	var mids int
-	r.byType, mids = breakdown(t, pkts, t0, setupEnd, from, to, s.Established)
-	r.midsPerS = float64(mids) / w
+	b := breakdown(t, pkts, t0, setupEnd, from, to, s.Established)
+	r.byType, r.setupMsgs, r.setupBytes = b.text, b.setupMsgs, b.setupBytes
+	r.midsPerS = float64(b.mids) / w
 	t.Logf("capture: %s", r.byType)
 	t.Logf("HA lines of the active node's log:\n%s\nof the passive node's:\n%s", haLines(active.Log()), haLines(passive.Log()))
 
@@ -438,6 +453,11 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 	t.Logf("hike load: established %d failed %d %v, DPD %d sent %d completed %d timeouts, retransmits %d, %.0f DPD/s over %.1fs; passive node's SAs by state %v, its log says %d installed; active CPU %+v",
 		s.Established, s.Failed, s.Failures, s.DPD.Sent, s.DPD.Completed, s.DPD.Timeouts, s.Retransmits, s.DPD.PerSecond, s.DPD.Window,
 		states, strings.Count(logP, "installed HA passive IKE_SA"), s.CPU)
+	r.passiveDrops = rcvbufErrors(t, p) - drops0
+	t.Logf("during the ramp: %.0f HA messages a→p in %.1f s (%.2f per SA, with the DPD of SAs already up), %d receive buffer overflows at the passive node",
+		r.rampMsgs, s.SetupElapsed, r.rampMsgs/float64(max(s.Established, 1)), r.setupDrops)
+	t.Logf("sync losses: %d datagrams dropped for a full receive buffer in the passive node's namespace, %d \"pushing HA message failed\" on the active node, %d \"not found\" on the passive node",
+		r.passiveDrops, strings.Count(active.Log(), "pushing HA message failed"), strings.Count(logP, "not found"))
 	if n := strings.Count(logP, "no heartbeat received"); n > 0 {
 		t.Logf("the passive node missed heartbeats %d times and took the segment", n)
 	}
@@ -450,7 +470,7 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 // breakdown counts the capture's messages by type and direction in the
 // setup and steady windows, and checks the steady message-ID updates: each
 // names an SA the setup announced and carries a message ID past IKE_AUTH.
-func breakdown(t *testing.T, pkts []haPacket, t0, setupEnd, from, to time.Time, established int64) (string, int) {
+func breakdown(t *testing.T, pkts []haPacket, t0, setupEnd, from, to time.Time, established int64) capture {
 	type key struct {
 		phase string
 		out   bool
@@ -459,7 +479,15 @@ func breakdown(t *testing.T, pkts []haPacket, t0, setupEnd, from, to time.Time, 
 	count, bytes := map[key]int{}, map[key]int{}
 	added := map[uint64]bool{}
 	bad, mids := 0, 0
+	var c capture
 	for _, p := range pkts {
+		// What sets an SA up, whenever it was sent: the IKE_ADD after
+		// IKE_SA_INIT, the message-ID update for the IKE_AUTH request
+		// (message 1, so it says 2) and the IKE_UPDATE once established.
+		if p.Out && (p.Type == haIKEAdd || p.Type == haIKEUpdate || p.Type == haIKEMIDResponder && p.MID == 2) {
+			c.setupMsgs++
+			c.setupBytes += p.IPLen
+		}
 		phase := ""
 		switch {
 		case p.At.Before(t0):
@@ -511,7 +539,17 @@ func breakdown(t *testing.T, pkts []haPacket, t0, setupEnd, from, to time.Time, 
 		fmt.Fprintf(&b, "%s %s %s: %d msgs, %.1f B payload each; ", k.phase, dir, haTypeName(k.typ), count[k], float64(bytes[k])/float64(count[k]))
 	}
 	fmt.Fprintf(&b, "%d SAs announced by IKE_AUTH updates during setup (%d established)", len(added), established)
-	return b.String(), mids
+	c.text, c.mids = b.String(), mids
+	return c
+}
+
+// capture is what breakdown finds.
+type capture struct {
+	text string
+	// mids counts the steady window's message-ID updates.
+	mids int
+	// setupMsgs and setupBytes (IP) are what set the SAs up.
+	setupMsgs, setupBytes int
 }
 
 // haLines picks the HA plugin's own lines (election, heartbeats) out of a
@@ -528,6 +566,35 @@ func haLines(log string) string {
 		out = append(out[:30], fmt.Sprintf("... %d more", len(out)-30))
 	}
 	return strings.Join(out, "\n")
+}
+
+// rcvbufErrors reads a namespace's UDP RcvbufErrors (/proc/net/snmp):
+// datagrams dropped for a full socket receive buffer. The HA plugin has
+// one thread reading and applying sync messages, and nothing acknowledges
+// them: what overflows is lost.
+func rcvbufErrors(t *testing.T, ns *netlab.NS) int {
+	t.Helper()
+	out, err := ns.Run("cat", "/proc/net/snmp")
+	must(t, err)
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.Atoi(f[i])
+				return v
+			}
+		}
+	}
+	t.Fatalf("no UDP RcvbufErrors in %s's /proc/net/snmp", ns.Name)
+	return 0
 }
 
 func waitLog(t *testing.T, d *swan.Daemon, s string, timeout time.Duration) {
