@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/hike-vpn/hike/internal/ike"
 )
 
@@ -306,6 +308,25 @@ func TestLeaveJoin(t *testing.T) {
 		t.Fatalf("handback after join: moved %d, %v", moved, err)
 	}
 	waitFor(t, 5*time.Second, "VIP home", func() bool { return l.VIPs()[lvip] == lid && rest[2].VIPs()[lvip] == lid })
+
+	// A follower leaves too; its request is forwarded to the leader.
+	var f *Node
+	for _, nd := range rest {
+		if nd.raft.State() != raft.Leader {
+			f = nd
+			break
+		}
+	}
+	fid := f.opts.Cluster.NodeID
+	fvip := f.opts.Cluster.Self().VIPs[0].Addr()
+	if err := f.Leave(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the follower out, its VIP elsewhere", func() bool {
+		o := l.VIPs()[fvip]
+		return len(l.Members()) == 3 && !slices.ContainsFunc(l.Members(), func(m Member) bool { return m.ID == fid }) &&
+			o != fid && o != "" && !f.Serving()
+	})
 }
 
 // TestOrphanVIP: a VIP left with a node that is no voter is moved to a

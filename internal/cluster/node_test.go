@@ -370,6 +370,9 @@ func TestWitness(t *testing.T) {
 		t.Fatal("witness decrypted records")
 	}
 	waitFor(t, 5*time.Second, "VIPs claimed", func() bool { return len(w.VIPs()) == 2 })
+	if st := w.Status(); !st.Witness || len(st.SAs) != 0 || len(st.VIPs) != 2 {
+		t.Errorf("witness status %+v", st)
+	}
 	// Close the data node that is not the leader, or node1 if the witness
 	// leads; the other data node must get the VIP.
 	victim := 0
