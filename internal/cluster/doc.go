@@ -73,8 +73,7 @@
 //
 // # Not yet
 //
-// `hike serve` does not run a Node yet. A follower's Status knows only
-// how recently it heard from the leader, not from the other members.
-// Membership stays within the configured peers: adding a node means a
-// new configuration on every node.
+// A follower's Status knows only how recently it heard from the leader,
+// not from the other members. Membership stays within the configured
+// peers: adding a node means a new configuration on every node.
 package cluster
