@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -19,7 +20,7 @@ import (
 func newLoadCmd() *cobra.Command {
 	var (
 		target, rate, dpd, duration, hold string
-		retransmit                        string
+		retransmit, cpuProfile            string
 		pskFile, pskEnv, idFmt, sources   string
 		logLevel                          string
 		proposals, espProposals           []string
@@ -91,6 +92,19 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 			} else if progress {
 				o.Progress = cmd.ErrOrStderr()
 			}
+			if cpuProfile != "" {
+				// The generator shares the machine with what it measures:
+				// its own profile tells what a run costs on its side.
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			s, err := loadgen.Run(ctx, o)
@@ -124,6 +138,7 @@ RFC 6311 resyncs seen: a live line on a terminal, a summary at the end.`,
 	f.StringVar(&duration, "duration", "0", "run time from the start; 0 stops once every client has its setup outcome")
 	f.StringVar(&hold, "hold", "0", "after every client has its setup outcome, run this much longer (a steady DPD phase), then stop; 0: --duration alone decides")
 	f.BoolVar(&progress, "progress", false, "write the progress line to stderr even when it is not a terminal (for a harness to follow)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator itself to this file (go tool pprof)")
 	f.StringVar(&retransmit, "retransmit", "0", "first retransmission timeout; 0 is the engine's default (2s)")
 	f.IntSliceVar(&watch, "watch-pid", nil, "also report the CPU time of this process over the run (repeatable), e.g. the responder")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")

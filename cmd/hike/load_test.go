@@ -99,3 +99,18 @@ func TestLoadProgressFlag(t *testing.T) {
 		t.Fatalf("with --progress: stderr %q, want \\r-led lines counting the clients", progress)
 	}
 }
+
+// TestLoadCPUProfile: --cpuprofile leaves a gzip-compressed profile of
+// the run.
+func TestLoadCPUProfile(t *testing.T) {
+	t.Setenv("HIKE_LOAD_TEST_PSK", "a pre-shared key")
+	path := filepath.Join(t.TempDir(), "cpu.pb.gz")
+	if _, err := runLoad(t, "--target", "127.0.0.1:9", "--port", "0", "--clients", "5", "--rate", "50/s", "--psk-env", "HIKE_LOAD_TEST_PSK",
+		"--duration", "200ms", "--json", "--cpuprofile", path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile %s: %d octets, %v; want a gzip stream", path, len(b), err)
+	}
+}

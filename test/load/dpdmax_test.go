@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -34,7 +35,7 @@ import (
 // HIKE_BENCH_INFLIGHT (100) for the ramp, HIKE_BENCH_CPUS (0-1: taskset
 // for hike serve; empty: none) and HIKE_BENCH_GOMAXPROCS (2) adjust it;
 // HIKE_BENCH_PPROF=DIR saves a CPU profile of hike over each step's steady
-// phase there. The load generator runs on the same machine: on a 2-core
+// phase there, and one of the generator over its whole run. The load generator runs on the same machine: on a 2-core
 // machine it shares hike's cores, and its own CPU share is in the table.
 // It reports, it asserts nothing but that the runs happened.
 func TestBenchDPDMax(t *testing.T) {
@@ -68,9 +69,14 @@ func TestBenchDPDMax(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		load0 := loadAvg(t)
 		srvDrops0, cliDrops0 := nsRcvbufErrors(t, b.srv), nsRcvbufErrors(t, b.cli)
-		lr := b.startLoad(t, n, "--clients", strconv.Itoa(n), "--rate", env("HIKE_BENCH_RATE", "20000/s"),
+		args := []string{"--clients", strconv.Itoa(n), "--rate", env("HIKE_BENCH_RATE", "20000/s"),
 			"--max-inflight", env("HIKE_BENCH_INFLIGHT", "100"), "--dpd", delay.String(), "--hold", hold.String(),
-			"--watch-pid", strconv.Itoa(pid))
+			"--watch-pid", strconv.Itoa(pid)}
+		if profDir != "" {
+			must(t, os.MkdirAll(profDir, 0o755))
+			args = append(args, "--cpuprofile", filepath.Join(profDir, fmt.Sprintf("generator-cpu-%d.pb.gz", n)))
+		}
+		lr := b.startLoad(t, n, args...)
 		var prof string
 		select {
 		case <-lr.settled:
