@@ -30,14 +30,16 @@ import (
 //
 //	HIKE_BENCH=1 go test ./test/load -run BenchDPDMax -v -timeout 30m
 //
-// HIKE_BENCH_DPD_STEPS (20000,40000,60000 clients), HIKE_BENCH_DPD (1s),
-// HIKE_BENCH_HOLD (20s of DPD after setup), HIKE_BENCH_RATE (20000/s) and
-// HIKE_BENCH_INFLIGHT (100) for the ramp, HIKE_BENCH_CPUS (0-1: taskset
-// for hike serve; empty: none) and HIKE_BENCH_GOMAXPROCS (2) adjust it;
-// HIKE_BENCH_PPROF=DIR saves a CPU profile of hike over each step's steady
-// phase there, and one of the generator over its whole run. The load generator runs on the same machine: on a 2-core
-// machine it shares hike's cores, and its own CPU share is in the table.
-// It reports, it asserts nothing but that the runs happened.
+// HIKE_BENCH_DPD_STEPS (10000,20000,30000,40000,60000 clients),
+// HIKE_BENCH_DPD (1s), HIKE_BENCH_HOLD (20s of DPD after setup),
+// HIKE_BENCH_RATE (20000/s) and HIKE_BENCH_INFLIGHT (100) for the ramp,
+// HIKE_BENCH_CPUS (0-1: taskset for hike serve; empty: none) and
+// HIKE_BENCH_GOMAXPROCS (2) adjust it; HIKE_BENCH_PPROF=DIR saves a CPU
+// profile of hike over each step's steady phase there, and one of the
+// generator over its whole run. The load generator runs on the same
+// machine: on a 2-core machine it shares hike's cores, and its own CPU
+// share is in the table. It reports, it asserts nothing but that the runs
+// happened.
 func TestBenchDPDMax(t *testing.T) {
 	if os.Getenv("HIKE_BENCH") == "" {
 		t.Skip("a benchmark: set HIKE_BENCH=1")
@@ -57,7 +59,7 @@ func TestBenchDPDMax(t *testing.T) {
 	profDir := os.Getenv("HIKE_BENCH_PPROF")
 	var rows []string
 	best := 0.0
-	for _, step := range strings.Split(env("HIKE_BENCH_DPD_STEPS", "20000,40000,60000"), ",") {
+	for _, step := range strings.Split(env("HIKE_BENCH_DPD_STEPS", "10000,20000,30000,40000,60000"), ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(step))
 		if err != nil || n < 1 {
 			t.Fatalf("HIKE_BENCH_DPD_STEPS: %q is not a number of clients", step)
