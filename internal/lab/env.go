@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -183,9 +184,11 @@ func (e *env) collectLogs(r *Report) {
 				logs["hike "+n.id] = lastLines(n.proc.Out.String(), 20)
 			}
 		}
+		// A group whose summary made it into the report said all it had.
 		for _, g := range e.cl.groups {
-			if g.proc != nil {
-				logs[fmt.Sprintf("hike load l%d", g.i)] = lastLines(g.proc.Out.String(), 10)
+			name := fmt.Sprintf("l%d", g.i)
+			if g.proc != nil && (r.Failover == nil || !slices.ContainsFunc(r.Failover.Clients, func(c LoadClients) bool { return c.Group == name })) {
+				logs["hike load "+name] = lastLines(g.proc.Out.String(), 10)
 			}
 		}
 	}

@@ -60,7 +60,10 @@ type cluster struct {
 	killed time.Time
 	// victimSAs are the SAs the victim served when it was killed.
 	victimSAs []ike.SAInfo
-	pings     []*netlab.Proc // one continuous ping per strongSwan client
+	// beforeKill is the replication counters at the end of the steady
+	// period.
+	beforeKill Replication
+	pings      []*netlab.Proc // one continuous ping per strongSwan client
 }
 
 type node struct {
@@ -431,6 +434,8 @@ func (e *env) replication(ctx context.Context) (Replication, error) {
 		}
 		rep.Entries = max(rep.Entries, st.Replication.Entries)
 		rep.SAPuts = max(rep.SAPuts, st.Replication.SAPuts)
+		rep.SADeletes = max(rep.SADeletes, st.Replication.SADeletes)
+		rep.VIPMoves = max(rep.VIPMoves, st.Replication.VIPMoves)
 		rep.TxBytes += st.Replication.TxBytes
 	}
 	return rep, nil
@@ -488,6 +493,7 @@ func steady(ctx context.Context, e *env, r *Report) error {
 	if err != nil {
 		return err
 	}
+	e.cl.beforeKill = after
 	r.Failover.Steady = Steady{PeriodMS: time.Since(t0).Milliseconds(),
 		NodeDPDSent: sent1 - sent0, NodeDPDAnswered: ans1 - ans0,
 		Entries: after.Entries - before.Entries, SAPuts: after.SAPuts - before.SAPuts, TxBytes: after.TxBytes - before.TxBytes}
@@ -724,6 +730,16 @@ func observe(ctx context.Context, e *env, r *Report) error {
 			continue
 		}
 		f.Clients = append(f.Clients, loadResult(g, s))
+	}
+	// The counters of the survivors' shared log: entries every node
+	// applied alike; bytes are left out, the killed node's share of the
+	// earlier sum being gone.
+	if rep, err := e.replication(ctx); err == nil {
+		b := c.beforeKill
+		f.Replicated = Replicated{Entries: rep.Entries - b.Entries, SAPuts: rep.SAPuts - b.SAPuts,
+			SADeletes: rep.SADeletes - b.SADeletes, VIPMoves: rep.VIPMoves - b.VIPMoves}
+	} else {
+		errs = append(errs, err)
 	}
 	f.SAsAfter = map[string]int{}
 	for _, n := range c.nodes {

@@ -57,6 +57,7 @@ type Failover struct {
 	// holds them.
 	SAsAfter        map[string]int `json:"sas_after"`
 	ClusterSAsAfter map[string]int `json:"cluster_sas_after"`
+	Replicated      Replicated     `json:"replicated_after_kill"`
 
 	Clients  []LoadClients `json:"simulated_clients"`
 	Problems []string      `json:"problems,omitempty"`
@@ -82,9 +83,19 @@ type Steady struct {
 	TxBytes         uint64 `json:"tx_bytes"`
 }
 
-// Replication is a sum over the nodes' replication counters.
+// Replication is what the lab reads of the nodes' replication counters:
+// the most entries and commands any node applied, the bytes all sent.
 type Replication struct {
-	Entries, SAPuts, TxBytes uint64
+	Entries, SAPuts, SADeletes, VIPMoves, TxBytes uint64
+}
+
+// Replicated is what raft carried from the kill to the end of the run:
+// the VIP move, and the SA records the takeover and the resyncs wrote.
+type Replicated struct {
+	Entries   uint64 `json:"raft_entries"`
+	SAPuts    uint64 `json:"sa_puts"`
+	SADeletes uint64 `json:"sa_deletes"`
+	VIPMoves  uint64 `json:"vip_moves"`
 }
 
 // LoadClients is one `hike load` process's summary: the simulated clients
@@ -192,8 +203,10 @@ func judgeFailover(r *Report, o Options) {
 	}
 	for _, c := range r.Clients {
 		switch {
+		case c.IKE.State == "":
+			add("strongSwan %s: no IKE SA at the end", c.Name)
 		case c.IKE.State != "ESTABLISHED":
-			add("strongSwan %s: IKE SA state %q", c.Name, c.IKE.State)
+			add("strongSwan %s: IKE SA state %s", c.Name, c.IKE.State)
 		case !c.DPD.SameIKESA:
 			add("strongSwan %s: the IKE SA changed", c.Name)
 		}
@@ -270,6 +283,9 @@ func writeFailover(b *strings.Builder, r *Report) {
 			fmt.Fprintf(b, "; replicated records by owner: %s", perNode(f.ClusterSAsAfter))
 		}
 		b.WriteString("\n")
+		rp := f.Replicated
+		fmt.Fprintf(b, "%-11sfrom the kill to the end raft replicated %d entries: %d VIP move%s, %d SA puts, %d SA deletes\n",
+			"", rp.Entries, rp.VIPMoves, plural(int(rp.VIPMoves)), rp.SAPuts, rp.SADeletes)
 	}
 	for i, g := range f.Clients {
 		label := "clients"
@@ -289,7 +305,11 @@ func writeFailover(b *strings.Builder, r *Report) {
 		if i > 0 {
 			label = ""
 		}
-		fmt.Fprintf(b, "%-11s%s -> %s: %s", label, c.Name, dash(c.VIP), dash(c.IKE.State))
+		state := c.IKE.State
+		if state == "" {
+			state = "no IKE SA"
+		}
+		fmt.Fprintf(b, "%-11s%s -> %s: %s", label, c.Name, dash(c.VIP), state)
 		if c.IKE.SPIi != "" && f.SAsAfter != nil { // read again after the kill
 			same := "SPIs changed"
 			if c.DPD.SameIKESA {
@@ -378,10 +398,12 @@ type clusterStatus struct {
 	} `json:"vips"`
 	SAs         map[string]int `json:"sas"`
 	Replication struct {
-		Entries uint64 `json:"entries"`
-		SAPuts  uint64 `json:"sa_puts"`
-		TxBytes uint64 `json:"tx_bytes"`
-		RxBytes uint64 `json:"rx_bytes"`
+		Entries   uint64 `json:"entries"`
+		SAPuts    uint64 `json:"sa_puts"`
+		SADeletes uint64 `json:"sa_deletes"`
+		VIPMoves  uint64 `json:"vip_moves"`
+		TxBytes   uint64 `json:"tx_bytes"`
+		RxBytes   uint64 `json:"rx_bytes"`
 	} `json:"replication"`
 }
 

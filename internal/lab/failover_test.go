@@ -318,7 +318,8 @@ func TestParseStatus(t *testing.T) {
 	if m := st.member("node4"); m != nil {
 		t.Errorf("member node4 = %+v, want none", m)
 	}
-	if st.SAs["node3"] != 200 || st.Replication.Entries != 40 || st.Replication.SAPuts != 330 || st.Replication.TxBytes != 901234 {
+	if st.SAs["node3"] != 200 || st.Replication.Entries != 40 || st.Replication.SAPuts != 330 || st.Replication.TxBytes != 901234 ||
+		st.Replication.SADeletes != 2 || st.Replication.VIPMoves != 1 {
 		t.Errorf("counts %v %+v", st.SAs, st.Replication)
 	}
 	for _, bad := range []string{"", "{", `{"sas":{"node1":"x"}}`, "null["} {
@@ -417,6 +418,7 @@ func goodFailover() *Report {
 			Restored: 100, Resynced: 100, RestoredMS: 1500, FirstResyncMS: 1520, LastResyncMS: 1710,
 			SAsAfter:        map[string]int{"node2": 100, "node3": 200},
 			ClusterSAsAfter: map[string]int{"node2": 100, "node3": 200},
+			Replicated:      Replicated{Entries: 4, SAPuts: 100, VIPMoves: 1},
 			Clients: []LoadClients{
 				{Group: "l1", VIP: "10.99.1.1", Node: "node1", Clients: 100, Established: 100, UpAtEnd: 100, DPDSent: 400, DPDCompleted: 400, ResyncsSeen: 100, Retransmits: 60},
 				{Group: "l2", VIP: "10.99.1.2", Node: "node2", Clients: 100, Established: 100, UpAtEnd: 100, DPDSent: 400, DPDCompleted: 400},
@@ -457,6 +459,12 @@ func TestJudgeFailover(t *testing.T) {
 		}, "299 of 300 simulated clients established"},
 		{"no resyncs seen", func(r *Report) { r.Failover.Clients[0].ResyncsSeen = 0 }, "simulated clients answered 0 resyncs, 100 of them were on node1"},
 		{"no summaries", func(r *Report) { r.Failover.Clients = nil }, "no summary from the simulated clients"},
+		{"strongSwan SA gone", func(r *Report) {
+			r.Clients = []Client{{Name: "s1", Ping: Ping{Sent: 100, Received: 30, LongestGapMS: 7000}}}
+		}, "strongSwan s1: no IKE SA at the end"},
+		{"strongSwan SA not up", func(r *Report) {
+			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "CONNECTING"}, Ping: Ping{Sent: 100, Received: 30}}}
+		}, "strongSwan s1: IKE SA state CONNECTING"},
 		{"strongSwan SA replaced", func(r *Report) {
 			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, Ping: Ping{Sent: 100, Received: 90, LongestGapMS: 1000}}}
 		}, "strongSwan s1: the IKE SA changed"},
@@ -510,6 +518,7 @@ func TestWriteFailover(t *testing.T) {
 		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n",
 		"resync     100 of 100 SAs restored on node3 (listed after 1.5s); 100 of 100 resynchronised (RFC 6311), first after 1.5s, last after 1.7s from the kill\n",
 		"after      node2 100, node3 200 (300 IKE SAs); replicated records by owner: node2 100, node3 200 (300 IKE SAs)\n",
+		"           from the kill to the end raft replicated 4 entries: 1 VIP move, 100 SA puts, 0 SA deletes\n",
 		"clients    l1 -> 10.99.1.1 (node1): 100/100 established, 100 up at the end; DPD 400 sent, 400 completed, 0 timeouts; 100 resyncs answered, 60 retransmits\n",
 		"           all: 300/300 established, 300 up at the end; DPD 1200 sent, 1200 completed, 0 timeouts; 100 resyncs answered, 60 retransmits\n",
 		"steps: network 800ms, takeover 1.5s;",
@@ -521,6 +530,21 @@ func TestWriteFailover(t *testing.T) {
 	}
 	if strings.Contains(text, "gateway") || strings.Contains(text, "PROBLEM") {
 		t.Errorf("a good failover's report mentions a gateway or a problem:\n%s", text)
+	}
+	r.Clients = []Client{
+		{Name: "s1", VIP: "10.99.1.1", IKE: IKESA{State: "ESTABLISHED", SPIi: "00000000000000a1", SPIr: "00000000000000b1"},
+			Ping: Ping{Sent: 100, Received: 88, LongestGapMS: 1200}, DPD: DPD{FromGateway: 3, FromClient: 1, SameIKESA: true}},
+		{Name: "s2", VIP: "10.99.1.2", Ping: Ping{Sent: 100, Received: 20, LongestGapMS: 8000}},
+	}
+	b.Reset()
+	r.WriteText(&b)
+	for _, want := range []string{
+		"strongSwan s1 -> 10.99.1.1: ESTABLISHED 00000000000000a1/00000000000000b1 (same SPIs); ping 88/100 answered, 12 lost, longest gap 1.2s; DPD 3 from the cluster, 1 to it\n",
+		"           s2 -> 10.99.1.2: no IKE SA; ping 20/100 answered, 80 lost, longest gap 8s; DPD 0 from the cluster, 0 to it\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
 	}
 	r.OK, r.Error = false, "check: 1 problem: see the report"
 	r.Failover.Problems = []string{"simulated clients saw 2 DPD timeouts"}
