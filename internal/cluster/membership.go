@@ -331,8 +331,16 @@ func (n *Node) handback(ctx context.Context, node string) (int, error) {
 		if has && from == node {
 			continue
 		}
-		n.log.Info("cluster: handing VIP back", "vip", a, "from", from, "to", node)
-		switch err := n.SetVIPOwner(ctx, a, from, node); {
+		if _, _, ok := Releasing(from); ok {
+			continue // already on its way
+		}
+		to := node
+		if from != "" && n.reachable(from, time.Now()) {
+			// The holder releases first (release.go).
+			to = releasing(from, node)
+		}
+		n.log.Info("cluster: handing VIP back", "vip", a, "from", from, "to", to)
+		switch err := n.SetVIPOwner(ctx, a, from, to); {
 		case err == nil:
 			moved++
 		case errors.Is(err, errOwnerChanged):

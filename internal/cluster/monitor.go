@@ -252,6 +252,7 @@ func (n *Node) takeOver(members []Member, now, leaderSince time.Time, prevLeader
 	// handing its VIPs over) is as good as down: nobody else would move it.
 	vips := n.VIPs()
 	for _, o := range vips {
+		o = holder(o)
 		if o != "" && !alive[o] && !slices.Contains(down, o) && !slices.ContainsFunc(members, func(m Member) bool { return m.ID == o }) {
 			down = append(down, o)
 		}
@@ -269,14 +270,16 @@ func (n *Node) takeOver(members []Member, now, leaderSince time.Time, prevLeader
 		return
 	}
 	for _, o := range vips {
-		if _, ok := load[o]; ok {
-			load[o]++
+		if _, ok := load[holder(o)]; ok {
+			load[holder(o)]++
 		}
 	}
 	var moving []netip.Addr
 	from := map[netip.Addr]string{}
 	for v, o := range vips {
-		if slices.Contains(down, o) {
+		// A VIP being released by a node that failed meanwhile is taken
+		// over like the rest of that node's.
+		if slices.Contains(down, holder(o)) {
 			moving = append(moving, v)
 			from[v] = o
 		}

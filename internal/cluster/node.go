@@ -51,6 +51,11 @@ type Options struct {
 	// BatchWindow is how long ApplyRecords and DeleteSAs wait for other
 	// calls to join their raft entry. Default 20ms.
 	BatchWindow time.Duration
+	// Release is called when a VIP this node serves is handed to another
+	// running node (handback). It must return once this node no longer
+	// serves the VIP: address down, SAs let go. The move completes after
+	// it returns. nil: nothing to let go of.
+	Release func(vip netip.Addr)
 
 	tune          func(*raft.Config) // tests: snapshot thresholds
 	segmentSize   int                // tests: WAL segment size (compaction drops whole segments)
@@ -266,8 +271,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.raft, n.stream, n.transport, n.wal = r, sl, tr, w
 	n.fwd.n = n
 	close(n.started)
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.monitor()
+	go n.releaser()
 	context.AfterFunc(ctx, func() { n.Close() })
 	return nil
 }

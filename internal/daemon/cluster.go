@@ -60,11 +60,7 @@ type member struct {
 
 func newMember(d *Daemon) (*member, error) {
 	c := d.cfg.Cluster
-	node, err := cluster.New(cluster.Options{Cluster: c, Logger: d.log.With("part", "cluster")})
-	if err != nil {
-		return nil, err
-	}
-	m := &member{d: d, node: node, self: c.NodeID, ifname: c.Interface, vips: map[netip.Addr]netip.Prefix{},
+	m := &member{d: d, self: c.NodeID, ifname: c.Interface, vips: map[netip.Addr]netip.Prefix{},
 		held: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
 		pendPut: map[cluster.SAKey]ike.Record{}, pendDel: map[cluster.SAKey]bool{}}
 	for _, p := range c.Peers {
@@ -72,6 +68,11 @@ func newMember(d *Daemon) (*member, error) {
 			m.vips[v.Addr()] = v
 		}
 	}
+	node, err := cluster.New(cluster.Options{Cluster: c, Logger: d.log.With("part", "cluster"), Release: m.handOver})
+	if err != nil {
+		return nil, err
+	}
+	m.node = node
 	return m, nil
 }
 
@@ -221,6 +222,17 @@ func (m *member) take(a netip.Addr, p netip.Prefix) {
 	// In a cluster a connection starts from the node that serves its
 	// local address, so that it is initiated once and not by every node.
 	m.d.startConnections(func(c *config.Connection) bool { return slices.Contains(c.Local.Addrs, a) })
+}
+
+// handOver is the cluster's Release hook: a VIP this node serves goes to
+// another running node, which adds it once this returns.
+func (m *member) handOver(a netip.Addr) {
+	m.mu.Lock()
+	held, up := m.held[a], m.up[a]
+	m.mu.Unlock()
+	if held || up {
+		m.release(a, m.vips[a], "handback")
+	}
 }
 
 // release lets a VIP go to its new owner without a word to its peers:
