@@ -88,6 +88,8 @@ non-zero on failure or when interrupted before the report.`,
 	f.IntVar(&o.StrongSwan, "strongswan", 0, "failover: strongSwan clients besides the simulated ones (needs strongSwan)")
 	f.DurationVar(&o.DPD, "dpd", 0, "failover: DPD delay of clients and nodes (default 2s); tunnel: how long to watch DPD with the tunnels idle (default 4s)")
 	f.DurationVar(&o.KillAfter, "kill-after", 0, "failover: steady DPD with every client up before the kill (default 2 DPD delays)")
+	rfc6311 := f.Bool("rfc6311", true, "failover: simulated clients advertise RFC 6311 (false: the cluster replicates their counters instead)")
+	cmd.PreRun = func(*cobra.Command, []string) { o.NoRFC6311 = !*rfc6311 }
 	f.IntVar(&o.Pings, "pings", 0, "tunnel: echo requests per client through its tunnel (default 5)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&o.Keep, "keep", false, "leave the lab up for exploration until Ctrl-C")

@@ -32,6 +32,9 @@ var failoverScenario = &Scenario{
 	Description: "a hike cluster with simulated clients loses its busiest node (SIGKILL); a survivor takes over and resyncs (RFC 6311)",
 	summary: func(o Options) string {
 		s := fmt.Sprintf("failover: %d hike nodes, %d simulated client%s", o.Nodes, o.Clients, plural(o.Clients))
+		if o.NoRFC6311 {
+			s += " without RFC 6311"
+		}
 		if o.StrongSwan > 0 {
 			s += fmt.Sprintf(" and %d strongSwan client%s", o.StrongSwan, plural(o.StrongSwan))
 		}
@@ -289,6 +292,23 @@ func (e *env) list(ctx context.Context, n *node) ([]ike.SAInfo, error) {
 // nothing and the failover has the machine to itself.
 const loadRate = 600
 
+// loadArgs is the command line of group g's `hike load`: its clients
+// towards its node's VIP at rate setups a second, from the group's
+// sources, with identities the nodes' "load" connection takes, a Child SA
+// and a virtual IP each.
+func loadArgs(o Options, g *loadGroup, psk string, rate int) []string {
+	return []string{o.Hike, "load", "--json",
+		"--target", g.target.vip.Addr().String(),
+		"--clients", strconv.Itoa(g.clients), "--rate", fmt.Sprintf("%d/s", rate),
+		"--dpd", seconds(o.DPD), "--psk-file", psk,
+		"--sources", loadSources(g.i).String(), "--id-fmt", "c%d." + loadDomain(g.i),
+		"--ike-proposal", ikeProposal, "--esp-proposal", espProposal, "--child", "--vip",
+		"--rfc6311=" + strconv.FormatBool(!o.NoRFC6311),
+		// Stopped by SIGINT when the scenario is over; the duration only
+		// bounds a lab that lost track of it.
+		"--duration", "15m"}
+}
+
 // startClusterClients starts one `hike load` per node's VIP and the
 // strongSwan clients, and waits until every SA is up on its node and
 // replicated to the whole cluster.
@@ -300,15 +320,7 @@ func startClusterClients(ctx context.Context, e *env, r *Report) error {
 	}
 	rate := max(10, loadRate/len(c.groups))
 	for _, g := range c.groups {
-		args := []string{e.o.Hike, "load", "--json",
-			"--target", g.target.vip.Addr().String(),
-			"--clients", strconv.Itoa(g.clients), "--rate", fmt.Sprintf("%d/s", rate),
-			"--dpd", seconds(e.o.DPD), "--psk-file", c.pki.PSK,
-			"--sources", loadSources(g.i).String(), "--id-fmt", "c%d." + loadDomain(g.i),
-			"--ike-proposal", ikeProposal, "--esp-proposal", espProposal, "--child", "--vip",
-			// Stopped by SIGINT when the scenario is over; the duration
-			// only bounds a lab that lost track of it.
-			"--duration", "15m"}
+		args := loadArgs(e.o, g, c.pki.PSK, rate)
 		if g.proc, err = g.ns.Start(fmt.Sprintf("load%d", g.i), filepath.Join(e.dir, fmt.Sprintf("load%d.log", g.i)), args...); err != nil {
 			return err
 		}

@@ -266,16 +266,18 @@ func writeFailover(b *strings.Builder, r *Report) {
 	if f.NewOwner != "" {
 		fmt.Fprintf(b, "%-11s%d of %d SAs restored on %s", "resync", f.Restored, f.KilledSAs, f.NewOwner)
 		if f.RestoredMS > 0 {
-			fmt.Fprintf(b, " (listed after %s)", ms(f.RestoredMS))
+			fmt.Fprintf(b, ", listed %s after the kill", ms(f.RestoredMS))
 		}
-		fmt.Fprintf(b, "; %d of %d resynchronised (RFC 6311)", f.Resynced, f.KilledSAsRFC6311)
-		if f.FirstResyncMS > 0 {
-			fmt.Fprintf(b, ", first after %s", ms(f.FirstResyncMS))
+		switch {
+		case f.KilledSAsRFC6311 == 0:
+			b.WriteString("; none negotiated RFC 6311: their counters come from the replicated records")
+		case f.Resynced == 0:
+			fmt.Fprintf(b, "; none of %d resynchronised (RFC 6311)", f.KilledSAsRFC6311)
+		default:
+			fmt.Fprintf(b, "; %d of %d resynchronised (RFC 6311), the first %s and the last %s after the kill",
+				f.Resynced, f.KilledSAsRFC6311, ms(f.FirstResyncMS), ms(f.LastResyncMS))
 		}
-		if f.LastResyncMS > 0 {
-			fmt.Fprintf(b, ", last after %s", ms(f.LastResyncMS))
-		}
-		b.WriteString(" from the kill\n")
+		b.WriteString("\n")
 	}
 	if f.SAsAfter != nil {
 		fmt.Fprintf(b, "%-11s%s", "after", perNode(f.SAsAfter))

@@ -516,7 +516,7 @@ func TestWriteFailover(t *testing.T) {
 		"steady     4s of DPD: the nodes sent 290 requests, 290 answered; raft replicated 0 entries (0 SA puts), the nodes sent 3000 B\n",
 		"kill       node1 (the leader, VIP 10.99.1.1, 100 IKE SAs, 100 with RFC 6311): link down, SIGKILL\n",
 		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n",
-		"resync     100 of 100 SAs restored on node3 (listed after 1.5s); 100 of 100 resynchronised (RFC 6311), first after 1.5s, last after 1.7s from the kill\n",
+		"resync     100 of 100 SAs restored on node3, listed 1.5s after the kill; 100 of 100 resynchronised (RFC 6311), the first 1.5s and the last 1.7s after the kill\n",
 		"after      node2 100, node3 200 (300 IKE SAs); replicated records by owner: node2 100, node3 200 (300 IKE SAs)\n",
 		"           from the kill to the end raft replicated 4 entries: 1 VIP move, 100 SA puts, 0 SA deletes\n",
 		"clients    l1 -> 10.99.1.1 (node1): 100/100 established, 100 up at the end; DPD 400 sent, 400 completed, 0 timeouts; 100 resyncs answered, 60 retransmits\n",
@@ -546,6 +546,13 @@ func TestWriteFailover(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
 	}
+	noSync := goodFailover()
+	noSync.Failover.KilledSAsRFC6311, noSync.Failover.Resynced, noSync.Failover.FirstResyncMS, noSync.Failover.LastResyncMS = 0, 0, 0, 0
+	b.Reset()
+	noSync.WriteText(&b)
+	if want := "resync     100 of 100 SAs restored on node3, listed 1.5s after the kill; none negotiated RFC 6311: their counters come from the replicated records\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
 	r.OK, r.Error = false, "check: 1 problem: see the report"
 	r.Failover.Problems = []string{"simulated clients saw 2 DPD timeouts"}
 	b.Reset()
@@ -573,7 +580,7 @@ func TestFailoverDefaults(t *testing.T) {
 		{Nodes: 2}, {Nodes: 8}, {Clients: maxSimulated + 1}, {StrongSwan: maxClients + 1},
 		{ClientKind: ClientStrongSwan, Clients: 3}, {DPD: 1500 * time.Millisecond}, {DPD: 500 * time.Millisecond},
 		{KillAfter: -time.Second},
-		{Scenario: "tunnel", Nodes: 3}, {Scenario: "tunnel", StrongSwan: 1}, {Scenario: "tunnel", Clients: maxClients + 1},
+		{Scenario: "tunnel", Nodes: 3}, {Scenario: "tunnel", StrongSwan: 1}, {Scenario: "tunnel", NoRFC6311: true}, {Scenario: "tunnel", Clients: maxClients + 1},
 	} {
 		bad.Hike = "/bin/true"
 		if _, err := bad.withDefaults(); err == nil {
@@ -596,6 +603,63 @@ func TestOnlyNoSA(t *testing.T) {
 	} {
 		if got := onlyNoSA(tc.err); got != tc.want {
 			t.Errorf("onlyNoSA(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestLoadArgs: each group's `hike load` targets its node's VIP from the
+// group's own sources, with identities that node's "load" connection takes,
+// and advertises RFC 6311 unless told not to.
+func TestLoadArgs(t *testing.T) {
+	dir := t.TempDir()
+	p, err := newPKI(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "node2.yaml")
+	if err := os.WriteFile(path, []byte(nodeConfig(dir, p, 2, 3, 2*time.Second, false)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := &node{i: 2, id: "node2", vip: nodeVIP(2)}
+	for _, noSync := range []bool{false, true} {
+		o := Options{Hike: "/usr/bin/hike", DPD: 3 * time.Second, NoRFC6311: noSync}
+		args := loadArgs(o, &loadGroup{i: 2, clients: 77, target: target}, p.PSK, 200)
+		if args[0] != "/usr/bin/hike" || args[1] != "load" {
+			t.Fatalf("args %q", args)
+		}
+		flags := map[string]string{}
+		for i := 2; i < len(args); i++ {
+			name, val, ok := strings.Cut(args[i], "=")
+			if !ok && i+1 < len(args) && !strings.HasPrefix(args[i+1], "--") {
+				val = args[i+1]
+				i++
+			}
+			flags[name] = val
+		}
+		if got := flags["--target"]; got != "10.99.1.2" {
+			t.Errorf("--target %s, want node2's VIP", got)
+		}
+		if flags["--clients"] != "77" || flags["--rate"] != "200/s" || flags["--dpd"] != "3s" || flags["--psk-file"] != p.PSK {
+			t.Errorf("flags %v", flags)
+		}
+		if got := flags["--sources"]; got != "10.202.0.0/16" {
+			t.Errorf("--sources %s, want group 2's", got)
+		}
+		id := fmt.Sprintf(flags["--id-fmt"], 76)
+		if !cfg.Connection("load").Remote.ID.Matches(wire.ID_FQDN, []byte(id)) {
+			t.Errorf("client identity %q not taken by the nodes", id)
+		}
+		if want := strconv.FormatBool(!noSync); flags["--rfc6311"] != want {
+			t.Errorf("--rfc6311=%s, want %s", flags["--rfc6311"], want)
+		}
+		for _, f := range []string{"--child", "--vip", "--json"} {
+			if _, ok := flags[f]; !ok {
+				t.Errorf("%s missing", f)
+			}
 		}
 	}
 }

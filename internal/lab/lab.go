@@ -52,6 +52,10 @@ type Options struct {
 	// KillAfter is the failover scenario's steady DPD period between every
 	// client being up and the kill, default 2 DPD delays.
 	KillAfter time.Duration
+	// NoRFC6311 has the simulated clients not advertise RFC 6311: the
+	// cluster then replicates their counters instead, and a takeover
+	// cannot resynchronise them.
+	NoRFC6311 bool
 	// Hike is the hike binary run as the gateway; default the running
 	// executable, so that `hike lab` shows the very build that runs it.
 	Hike string
@@ -247,7 +251,7 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 func (o Options) tunnelDefaults() (Options, error) {
-	if o.Nodes != 0 || o.StrongSwan != 0 || o.KillAfter != 0 {
+	if o.Nodes != 0 || o.StrongSwan != 0 || o.KillAfter != 0 || o.NoRFC6311 {
 		return o, errors.New("lab: nodes, strongSwan clients besides --clients and a kill are the failover scenario's")
 	}
 	if o.Clients == 0 {
