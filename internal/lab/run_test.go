@@ -526,3 +526,49 @@ func TestRunFailoverStrongSwan(t *testing.T) {
 		t.Errorf("namespaces left behind: %v", nss)
 	}
 }
+
+// TestInterruptFailover: SIGTERM while the cluster and its clients run
+// tears everything down (nodes, hike load processes, namespaces, files)
+// and exits non-zero.
+func TestInterruptFailover(t *testing.T) {
+	requireFailover(t, 0)
+	p := startLab(t, "--clients", "30", "--kill-after", "30s")
+	m := p.waitLine(t, setupLine, 30*time.Second)
+	prefix, dir := m[1], m[2]
+	p.waitLine(t, regexp.MustCompile(`^lab: clients +done`), 60*time.Second)
+	if nss := namespaces(t, prefix); len(nss) != 7 {
+		t.Errorf("lab up with namespaces %v, want the switch, 3 nodes and 3 groups of clients", nss)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	err := p.wait(t, 30*time.Second)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+		t.Errorf("interrupted lab: want a non-zero exit status, got %v", err)
+	}
+	if !strings.Contains(p.outText(), "result: INTERRUPTED") {
+		t.Errorf("interruption not reported:\n%s", p.outText())
+	}
+	assertGone(t, prefix, dir)
+	// hike serve and hike load ran in the namespaces; none may outlive
+	// them.
+	if pids := processesWith(t, dir); len(pids) > 0 {
+		t.Errorf("processes of the lab still running: %v", pids)
+	}
+}
+
+// processesWith lists the processes whose command line mentions s.
+func processesWith(t *testing.T, s string) []string {
+	t.Helper()
+	cmdlines, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil || len(cmdlines) == 0 {
+		t.Fatalf("cannot list processes: %v", err)
+	}
+	var pids []string
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.Contains(string(b), s) {
+			pids = append(pids, filepath.Base(filepath.Dir(f))+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return pids
+}
