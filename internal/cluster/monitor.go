@@ -40,6 +40,11 @@ func (n *Node) monitor() {
 		synced, syncing bool
 		target, syncGen uint64
 		syncCh          = make(chan syncResult, 1)
+		// A follower that was synced when it lost the leader, and when it
+		// last heard from it: back in contact within FailAfter of that, it
+		// serves again at once (see below).
+		wasSynced   bool
+		lastHeardAt time.Time
 	)
 	for {
 		select {
@@ -102,12 +107,25 @@ func (n *Node) monitor() {
 		}
 		switch {
 		case !contact:
+			if synced && state != raft.Leader {
+				wasSynced, lastHeardAt = true, n.raft.LastContact()
+			}
 			synced, target = false, 0
 			if syncing {
 				syncGen++
 			}
 		case synced || syncing:
+		case state != raft.Leader && wasSynced && now.Sub(lastHeardAt) < n.opts.FailAfter:
+			// A leader election, typically: no leader can have moved this
+			// node's VIPs, because a leader moves them only after FailAfter
+			// without hearing from it, counted at the earliest from its
+			// election, which came after our last contact with its
+			// predecessor. VIPs moved to this node meanwhile arrive with
+			// the log. So a short loss needs no resync, and the VIPs are
+			// down only for the election.
+			synced, wasSynced = true, false
 		default:
+			wasSynced = false
 			syncing = true
 			leading, addr := state == raft.Leader, n.raft.Leader()
 			n.wg.Add(1)
