@@ -236,7 +236,10 @@ func startCluster(ctx context.Context, e *env, r *Report) error {
 			return err
 		}
 	}
-	st, _ := e.status(ctx, c.nodes[0])
+	st, err := e.status(ctx, c.nodes[0])
+	if err != nil {
+		return err
+	}
 	r.Failover.LeaderBefore = st.Leader
 	return nil
 }
@@ -537,6 +540,7 @@ func killNode(ctx context.Context, e *env, r *Report) error {
 		return err
 	}
 	f := r.Failover
+	f.LeaderBefore = st.Leader // an election since the start would show here
 	f.Killed, f.KilledVIP, f.KilledWasLeader = victim, c.victim.vip.Addr().String(), st.Leader == victim
 	f.KilledSAs = len(c.victimSAs)
 	for _, sa := range c.victimSAs {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/hike-vpn/hike/internal/control"
 	"github.com/hike-vpn/hike/internal/ike"
-	"github.com/hike-vpn/hike/internal/netlab"
 	"github.com/hike-vpn/hike/internal/netlab/swan"
 )
 
@@ -41,22 +40,10 @@ var tunnelScenario = &Scenario{
 // buildNetwork makes the namespaces: the gateway with a bridge for the
 // clients' outer addresses, and one namespace per client on that bridge.
 func buildNetwork(ctx context.Context, e *env, r *Report) error {
-	for _, p := range sweep() {
-		e.logf("removed what a killed lab left: namespaces %s*", p)
-	}
-	dir, err := os.MkdirTemp("", "hike-lab-")
-	if err != nil {
+	if err := e.begin(); err != nil {
 		return err
 	}
-	e.dir = dir
-	if e.lab, err = netlab.New(e.o.Prefix); err != nil {
-		return err
-	}
-	if err := claim(e.o.Prefix, dir); err != nil {
-		return err
-	}
-	e.claimed = true
-	e.logf("namespaces %s*, files in %s", e.o.Prefix, dir)
+	var err error
 	if e.gw, err = e.lab.AddNS("gw"); err != nil {
 		return err
 	}
