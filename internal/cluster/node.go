@@ -351,6 +351,17 @@ func (n *Node) VIPs() map[netip.Addr]string {
 // EventVIP it holds every record committed before the move. Records that
 // do not decrypt are left out and reported in the error.
 func (n *Node) Records(owner string) ([]ike.Record, error) {
+	return n.records(func(e *saEntry) bool { return e.owner == owner })
+}
+
+// RecordsOn is Records of the SAs of owner that live on local: what a
+// node restores when it takes over one VIP, without opening the rest.
+func (n *Node) RecordsOn(owner string, local netip.Addr) ([]ike.Record, error) {
+	local = local.Unmap()
+	return n.records(func(e *saEntry) bool { return e.owner == owner && e.local.Unmap() == local })
+}
+
+func (n *Node) records(match func(*saEntry) bool) ([]ike.Record, error) {
 	if n.seal == nil {
 		return nil, errors.New("cluster: a witness holds no cluster key")
 	}
@@ -361,7 +372,7 @@ func (n *Node) Records(owner string) ([]ike.Record, error) {
 	var todo []sealed
 	n.fsm.mu.RLock()
 	for k, e := range n.fsm.sas {
-		if e.owner == owner {
+		if match(e) {
 			todo = append(todo, sealed{k, e.blob})
 		}
 	}

@@ -195,15 +195,9 @@ func (m *member) take(a netip.Addr, p netip.Prefix) {
 	m.mu.Lock()
 	m.held[a] = true
 	m.mu.Unlock()
-	recs, err := m.node.Records(m.self)
+	mine, err := m.node.RecordsOn(m.self, a)
 	if err != nil {
 		m.d.log.Warn("cluster: some records do not open", "err", err)
-	}
-	mine := recs[:0]
-	for _, r := range recs {
-		if r.Local.Addr().Unmap() == a {
-			mine = append(mine, r)
-		}
 	}
 	restored := 0
 	for len(mine) > 0 {

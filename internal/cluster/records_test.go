@@ -1,0 +1,37 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hike-vpn/hike/internal/ike"
+)
+
+// TestRecordsOn: a node taking over one VIP opens only the records that
+// live on it.
+func TestRecordsOn(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	n1 := tc.nodes[0]
+	waitFor(t, 5*time.Second, "VIPs claimed", func() bool { return n1.VIPs()[vip1] == "node1" && n1.Serving() })
+	recs := []ike.Record{testRecord(1, vip1), testRecord(2, vip1), testRecord(3, offVIP)}
+	if err := n1.ApplyRecords(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	on, err := n1.RecordsOn("node1", vip1)
+	if err != nil || len(on) != 2 {
+		t.Fatalf("on %v: %d records, %v", vip1, len(on), err)
+	}
+	for _, r := range on {
+		if r.Local.Addr() != vip1 {
+			t.Fatalf("record on %v", r.Local)
+		}
+	}
+	if all, _ := n1.Records("node1"); len(all) != 3 {
+		t.Fatalf("all of node1's: %d", len(all))
+	}
+	if other, _ := n1.RecordsOn("node2", vip1); len(other) != 0 {
+		t.Fatalf("node2's on %v: %d", vip1, len(other))
+	}
+}
