@@ -252,7 +252,7 @@ func (o Options) withDefaults() (Options, error) {
 
 func (o Options) tunnelDefaults() (Options, error) {
 	if o.Nodes != 0 || o.StrongSwan != 0 || o.KillAfter != 0 || o.NoRFC6311 {
-		return o, errors.New("lab: nodes, strongSwan clients besides --clients and a kill are the failover scenario's")
+		return o, errors.New("lab: nodes, extra strongSwan clients, the kill and the RFC 6311 switch (--nodes, --strongswan, --kill-after, --rfc6311) are the failover scenario's")
 	}
 	if o.Clients == 0 {
 		o.Clients = 1
