@@ -108,6 +108,15 @@ type clusterStatus struct {
 	} `json:"vips"`
 	SAs         map[string]int    `json:"sas"`
 	Replication map[string]uint64 `json:"replication"`
+	Takeovers   []struct {
+		VIP        string `json:"vip"`
+		Started    string `json:"started"`
+		SAs        int    `json:"sas"`
+		Synced     int    `json:"synced"`
+		Failed     int    `json:"failed"`
+		RestoredMS int64  `json:"restored_ms"`
+		SyncedMS   int64  `json:"synced_ms"`
+	} `json:"takeovers"`
 }
 
 func printStatus(w io.Writer, raw []byte) error {
@@ -153,6 +162,19 @@ func printStatus(w io.Writer, raw []byte) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", v.VIP, owner, v.Home)
 	}
 	tw.Flush()
+	if len(s.Takeovers) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TAKEOVER OF\tSTARTED\tSAS\tSYNCED\tFAILED\tRESTORED IN\tSYNCED IN")
+		for _, t := range s.Takeovers {
+			synced := "under way"
+			if t.SyncedMS >= 0 {
+				synced = fmt.Sprintf("%d ms", t.SyncedMS)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d ms\t%s\n", t.VIP, t.Started, t.SAs, t.Synced, t.Failed, t.RestoredMS, synced)
+		}
+		tw.Flush()
+	}
 	if len(s.Replication) > 0 {
 		keys := make([]string, 0, len(s.Replication))
 		for k := range s.Replication {

@@ -20,6 +20,23 @@ type Status struct {
 	// SAs counts the SA records in the replicated state per owner.
 	SAs         map[string]int    `json:"sas"`
 	Replication ReplicationStatus `json:"replication"`
+	// Takeovers are the last VIPs this node took over, newest last. The
+	// node only moves VIPs; the daemon that serves them fills this in.
+	Takeovers []Takeover `json:"takeovers,omitempty"`
+}
+
+// Takeover is what a member did when a VIP became its own: it put the
+// address up, restored the SAs that live on it and resynchronised them.
+type Takeover struct {
+	VIP     netip.Addr `json:"vip"`
+	Started time.Time  `json:"started"` // when this node saw the VIP become its own
+	SAs     int        `json:"sas"`     // SAs restored
+	Synced  int        `json:"synced"`  // of which may send again (synchronised, or needing no sync)
+	Failed  int        `json:"failed"`  // RFC 6311 syncs that failed (those SAs are deleted)
+	// RestoredMS is the time from Started to the last SA restored,
+	// SyncedMS to the last SA synced or failed (-1 while under way).
+	RestoredMS int64 `json:"restored_ms"`
+	SyncedMS   int64 `json:"synced_ms"`
 }
 
 // MemberStatus is one voter as this node sees it. The leader hears from

@@ -60,6 +60,7 @@ type desc struct {
 	retransmitsSent, retransmitsIn               *prometheus.Desc
 	dpdSent, dpdTimeouts                         *prometheus.Desc
 	syncsSent, syncsAnswered, syncsDropped       *prometheus.Desc
+	syncsDone, syncsFailed                       *prometheus.Desc
 	malformed, unknownSPI, integrity, queueDrops *prometheus.Desc
 	cookies                                      *prometheus.Desc
 	// transport
@@ -94,6 +95,8 @@ func NewCollector(src Sources) prometheus.Collector {
 		syncsSent:       c("ike_syncs_sent_total", "RFC 6311 synchronisation requests sent (cluster role)."),
 		syncsAnswered:   c("ike_syncs_answered_total", "RFC 6311 synchronisation requests answered (peer role)."),
 		syncsDropped:    c("ike_syncs_dropped_total", "RFC 6311 synchronisation messages dropped by the RFC's rules."),
+		syncsDone:       c("ike_syncs_completed_total", "RFC 6311 synchronisations completed (cluster role)."),
+		syncsFailed:     c("ike_syncs_failed_total", "RFC 6311 synchronisations that failed or went unanswered (cluster role)."),
 		malformed:       c("ike_malformed_total", "IKE messages that did not parse."),
 		unknownSPI:      c("ike_unknown_spi_total", "IKE messages for no known IKE SA."),
 		integrity:       c("ike_integrity_failures_total", "IKE messages whose integrity check failed."),
@@ -123,7 +126,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &c.d
 	for _, x := range []*prometheus.Desc{
 		d.sas, d.children, d.rfc6311, d.exchanges, d.retransmitsSent, d.retransmitsIn, d.dpdSent, d.dpdTimeouts,
-		d.syncsSent, d.syncsAnswered, d.syncsDropped, d.malformed, d.unknownSPI, d.integrity, d.queueDrops, d.cookies,
+		d.syncsSent, d.syncsAnswered, d.syncsDropped, d.syncsDone, d.syncsFailed, d.malformed, d.unknownSPI, d.integrity, d.queueDrops, d.cookies,
 		d.rxDatagrams, d.rxBytes, d.rxBatches, d.rxIKE, d.rxESP, d.keepalives, d.sockDrops, d.rxErrors,
 		d.txDatagrams, d.txBytes, d.txBatches, d.txErrors, d.fallbacks, d.dpPackets, d.dpDrops,
 	} {
@@ -201,6 +204,8 @@ func (c *collector) collectEngine(ch chan<- prometheus.Metric) {
 	counter(ch, d.syncsSent, st.SyncsSent.Load())
 	counter(ch, d.syncsAnswered, st.SyncsAnswered.Load())
 	counter(ch, d.syncsDropped, st.SyncsDropped.Load())
+	counter(ch, d.syncsDone, st.SyncsDone.Load())
+	counter(ch, d.syncsFailed, st.SyncsFailed.Load())
 	counter(ch, d.malformed, st.Malformed.Load())
 	counter(ch, d.unknownSPI, st.UnknownSPI.Load())
 	counter(ch, d.integrity, st.IntegrityFail.Load())

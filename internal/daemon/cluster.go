@@ -47,9 +47,10 @@ type member struct {
 	ifname string
 	vips   map[netip.Addr]netip.Prefix // every configured VIP, as added to the interface
 
-	mu   sync.Mutex
-	held map[netip.Addr]bool
-	up   map[netip.Addr]bool
+	mu        sync.Mutex
+	held      map[netip.Addr]bool
+	up        map[netip.Addr]bool
+	takeovers []*takeover // the last maxTakeovers, newest last
 
 	// Changes that raft has not taken yet, newest per SA; a delete
 	// replaces a put. flushMu serialises the replicator and stop.
@@ -199,10 +200,12 @@ func (m *member) take(a netip.Addr, p netip.Prefix) {
 	if err != nil {
 		m.d.log.Warn("cluster: some records do not open", "err", err)
 	}
+	tk := m.newTakeover(a, start)
+	opts := ike.RestoreOptions{Stale: true, FreshReqIDs: true, Synced: tk.synced}
 	restored := 0
 	for len(mine) > 0 {
 		n := min(restoreChunk, len(mine))
-		k, err := m.d.engine.Restore(mine[:n], ike.RestoreOptions{Stale: true, FreshReqIDs: true})
+		k, err := m.d.engine.Restore(mine[:n], opts)
 		if err != nil {
 			m.d.log.Warn("cluster: some SAs could not be restored", "vip", a, "err", err)
 		}
@@ -212,6 +215,7 @@ func (m *member) take(a netip.Addr, p netip.Prefix) {
 			time.Sleep(restoreInterval)
 		}
 	}
+	tk.restoredAll(restored)
 	m.d.log.Info("cluster: serving VIP", "vip", p, "sas_restored", restored, "took", time.Since(start).Round(time.Millisecond))
 	// In a cluster a connection starts from the node that serves its
 	// local address, so that it is initiated once and not by every node.
@@ -385,4 +389,75 @@ func (m *member) stop() {
 	if err := m.node.Close(); err != nil {
 		m.d.log.Warn("cluster: close", "err", err)
 	}
+}
+
+// maxTakeovers bounds the takeovers `hike cluster status` reports.
+const maxTakeovers = 16
+
+// takeover follows one VIP's SAs from restore to the end of their syncs.
+type takeover struct {
+	log func(msg string, args ...any)
+
+	mu    sync.Mutex
+	st    cluster.Takeover
+	total int // SAs restored; -1 until the last chunk is in
+}
+
+func (m *member) newTakeover(a netip.Addr, start time.Time) *takeover {
+	tk := &takeover{log: m.d.log.Info, total: -1,
+		st: cluster.Takeover{VIP: a, Started: start, SyncedMS: -1}}
+	m.mu.Lock()
+	m.takeovers = append(m.takeovers, tk)
+	if len(m.takeovers) > maxTakeovers {
+		m.takeovers = m.takeovers[1:]
+	}
+	m.mu.Unlock()
+	return tk
+}
+
+// synced is the engine's RestoreOptions.Synced: it runs with the SA
+// locked, so it only counts.
+func (tk *takeover) synced(_ ike.SAKey, err error) {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	if err != nil {
+		tk.st.Failed++
+	} else {
+		tk.st.Synced++
+	}
+	tk.check()
+}
+
+func (tk *takeover) restoredAll(n int) {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	tk.total, tk.st.SAs = n, n
+	tk.st.RestoredMS = time.Since(tk.st.Started).Milliseconds()
+	tk.check()
+}
+
+// check notes the end of the takeover; tk.mu is held.
+func (tk *takeover) check() {
+	if tk.total < 0 || tk.st.SyncedMS >= 0 || tk.st.Synced+tk.st.Failed < tk.total {
+		return
+	}
+	tk.st.SyncedMS = time.Since(tk.st.Started).Milliseconds()
+	// Logged from a goroutine: this may run on an engine worker.
+	st := tk.st
+	go tk.log("cluster: takeover complete", "vip", st.VIP, "sas", st.SAs, "synced", st.Synced, "failed", st.Failed,
+		"restored_ms", st.RestoredMS, "synced_ms", st.SyncedMS)
+}
+
+// status is the cluster's status with this member's takeovers.
+func (m *member) status() cluster.Status {
+	st := m.node.Status()
+	m.mu.Lock()
+	tks := slices.Clone(m.takeovers)
+	m.mu.Unlock()
+	for _, tk := range tks {
+		tk.mu.Lock()
+		st.Takeovers = append(st.Takeovers, tk.st)
+		tk.mu.Unlock()
+	}
+	return st
 }

@@ -43,10 +43,11 @@ func (s controlService) Resync(ref string, done func(error)) error {
 // them without the SA operations.
 type memberService struct {
 	control.Service
-	node *cluster.Node
+	node   *cluster.Node
+	status func() cluster.Status
 }
 
-func (s memberService) ClusterStatus() cluster.Status { return s.node.Status() }
+func (s memberService) ClusterStatus() cluster.Status { return s.status() }
 
 func (s memberService) Handback(ctx context.Context, node string) (int, error) {
 	return s.node.Handback(ctx, node)
@@ -71,7 +72,7 @@ func (d *Daemon) startControl() (*controlRun, error) {
 	r := &controlRun{}
 	var svc control.Service = controlService{d}
 	if d.member != nil {
-		svc = memberService{controlService{d}, d.member.node}
+		svc = memberService{controlService{d}, d.member.node, d.member.status}
 	}
 	ctl, err := control.Start(d.cfg.ControlSocket, svc, control.Options{Logger: d.log})
 	if err != nil {

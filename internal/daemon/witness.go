@@ -27,7 +27,7 @@ func RunWitness(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	ctl, err := control.Start(cfg.ControlSocket, memberService{witnessService{}, node}, control.Options{Logger: log})
+	ctl, err := control.Start(cfg.ControlSocket, memberService{witnessService{}, node, node.Status}, control.Options{Logger: log})
 	if err != nil {
 		return err
 	}

@@ -201,6 +201,12 @@ type RestoreOptions struct {
 	// Child SAs of this one. A restart keeps them, so that kernel SAs
 	// that outlived the daemon are adopted as they are.
 	FreshReqIDs bool
+	// Synced, if set, is told once per restored SA when it may send
+	// again: at the end of its RFC 6311 sync (err says whether the sync
+	// failed, after which the SA is deleted), or at once for an SA that
+	// needs none. It runs with the SA locked: it must be quick and must
+	// not call into the engine.
+	Synced func(k SAKey, err error)
 }
 
 // Restore brings SAs back from records, as after a restart or a takeover:
@@ -218,15 +224,24 @@ func (e *Engine) Restore(recs []Record, opts RestoreOptions) (int, error) {
 			continue
 		}
 		n++
+		key := SAKey{SPIi: sa.spiI, SPIr: sa.spiR}
+		synced := func(err error) {
+			if opts.Synced != nil {
+				opts.Synced(key, err)
+			}
+		}
 		sa.mu.Lock()
 		switch {
 		case !opts.Stale:
+			synced(nil)
 		case sa.ext.MIDSync:
 			sa.needsSync = true
-			if err := e.startResync(sa, opts.Sync, nil); err != nil {
+			if err := e.startResync(sa, opts.Sync, synced); err != nil {
 				e.log.Warn("cannot resync restored SA", "sa", sa.logID(), "err", err)
+				synced(err)
 			}
 		default:
+			synced(nil)
 			sa.needsSync = true
 			sa.recvSlack, sa.sendSlack = true, true
 			o := opts.Sync

@@ -212,6 +212,11 @@ func (e *Engine) handleSyncResponse(sa *SA, m *wire.Message) {
 
 func (e *Engine) finishResync(sa *SA, err error) {
 	p := sa.resync
+	if err == nil {
+		e.stats.SyncsDone.Add(1)
+	} else {
+		e.stats.SyncsFailed.Add(1)
+	}
 	p.active = false
 	p.packets = nil
 	for _, f := range p.done {

@@ -26,6 +26,9 @@ type Stats struct {
 	SyncsSent     atomic.Uint64
 	SyncsAnswered atomic.Uint64
 	SyncsDropped  atomic.Uint64
+	// SyncsDone and SyncsFailed count cluster-role procedures that ended.
+	SyncsDone   atomic.Uint64
+	SyncsFailed atomic.Uint64
 
 	// Exchanges counts completed exchanges by type (index: type-34), role
 	// (0 initiator, 1 responder) and result (0 ok, 1 failed).
