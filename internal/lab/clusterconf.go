@@ -41,6 +41,15 @@ const (
 	maxSimulated = 60000
 )
 
+// swanHAProposal is the IKE proposal of strongSwan clients of a cluster:
+// not AES-GCM. charon derives AES-GCM IVs from message IDs and refuses one
+// it cannot make unique (iv_gen_seq), which the response to an RFC 6311
+// sync request, always message ID 0, is once charon has answered an
+// earlier request 0 and sent a request of its own (strongSwan 5.9.8 logs
+// "encrypting encrypted payload failed, no IV or padding" and the IKE SA
+// dies). With CBC the IVs are random.
+const swanHAProposal = "aes256-sha256-x25519"
+
 func nodeID(i int) string { return fmt.Sprintf("node%d", i) }
 
 func nodeAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 99, 0, byte(10 + i)}) }
@@ -248,7 +257,7 @@ connections:
         remote_ts: [%s]
         esp:
           proposals: [%s]
-`, domain, domain, ikeProposal, seconds(dpd), protectedNet, clientsNet, espProposal)
+`, domain, domain, swanHAProposal, seconds(dpd), protectedNet, clientsNet, espProposal)
 	}
 	id := nodeID(i)
 	fmt.Fprintf(&b, `cluster:

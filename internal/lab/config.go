@@ -89,8 +89,9 @@ connections:
 }
 
 // swanConfig is client i's swanctl.conf: an initiator with identity id
-// towards the gateway at gw, probing it with DPD every dpd of silence.
-func swanConfig(i int, gw netip.Addr, id, psk string, dpd time.Duration) string {
+// towards the gateway at gw, proposing ike, probing it with DPD every dpd
+// of silence.
+func swanConfig(i int, gw netip.Addr, id, ike, psk string, dpd time.Duration) string {
 	outer, inner := clientAddrs(i)
 	return fmt.Sprintf(`connections {
     gw {
@@ -123,7 +124,7 @@ secrets {
         secret = %s
     }
 }
-`, outer, gw, ikeProposal, seconds(dpd), id, domain, inner, protectedNet, espProposal, domain, psk)
+`, outer, gw, ike, seconds(dpd), id, domain, inner, protectedNet, espProposal, domain, psk)
 }
 
 // tunnelClientID is client i's identity in the tunnel scenario.

@@ -101,7 +101,7 @@ func TestSwanConfigFitsGateway(t *testing.T) {
 	cfg, _, psk := loadHikeConfig(t, 3*time.Second)
 	conn := cfg.Connection("lab")
 	for _, i := range []int{1, 2, 17, maxClients} {
-		sc := swanConfig(i, gwOuter, tunnelClientID(i), psk, 3*time.Second)
+		sc := swanConfig(i, gwOuter, tunnelClientID(i), ikeProposal, psk, 3*time.Second)
 		id := submatch(t, swanLocalID, sc)
 		if !conn.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) {
 			t.Errorf("client %d: identity %q does not match the gateway's remote id %v", i, id, conn.Remote.ID)

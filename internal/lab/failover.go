@@ -417,7 +417,7 @@ func (e *env) startSwans(ctx context.Context, psk string) error {
 		cl := e.clients[i]
 		vip := swanTarget(e.cl.nodes, i+1).vip.Addr()
 		id := fmt.Sprintf("c%d.swan.%s", i+1, domain)
-		d, err := swan.Start(cl.ns, filepath.Join(e.dir, cl.name), swanConfig(i+1, vip, id, psk, e.o.DPD), swan.Options{LibIPsec: true})
+		d, err := swan.Start(cl.ns, filepath.Join(e.dir, cl.name), swanConfig(i+1, vip, id, swanHAProposal, psk, e.o.DPD), swan.Options{LibIPsec: true})
 		daemons[i] = d
 		if err != nil {
 			return fmt.Errorf("client %s: %w", cl.name, err)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,11 +86,22 @@ func TestNodeConfigsLoad(t *testing.T) {
 					if !swanConn.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) || load.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) {
 						t.Errorf("node %d: strongSwan client %q does not select the swan connection alone", i, id)
 					}
+					// strongSwan cannot answer an RFC 6311 sync under
+					// AES-GCM (see swanHAProposal): both sides must agree
+					// on one without it.
+					props := swanConn.IKE.Proposals
+					sc := swanConfig(3, nodeVIP(i).Addr(), id, swanHAProposal, "x", 2*time.Second)
+					if len(props) != 1 || props[0].AEAD() || submatch(t, swanProposals, sc) != swanHAProposal {
+						t.Errorf("node %d: swan proposals %v, client's %s: want one, without AEAD, on both sides",
+							i, props, submatch(t, swanProposals, sc))
+					}
 				}
 			}
 		}
 	}
 }
+
+var swanProposals = regexp.MustCompile(`\n\s*proposals = (\S+)`)
 
 // TestPKI: each node's certificate names its node ID, chains to the CA and
 // serves both ends of a TLS connection; private material is 0600; the

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -459,12 +458,8 @@ func checkFailoverReport(t *testing.T, r *lab.Report, clients int) {
 }
 
 // TestRunFailoverStrongSwan adds strongSwan clients, which ping through
-// their tunnels across the kill. The lab must run the scenario through and
-// report every strongSwan client: its IKE SA before and after, its pings,
-// its DPD. Whether every strongSwan tunnel survives is test/cluster's to
-// assert; here a problem is allowed only if it names a strongSwan client
-// (the simulated clients are held to checkFailoverReport), and the report
-// is OK exactly when there is none.
+// their tunnels across the kill: each keeps its IKE SA with the same SPIs,
+// and its traffic stops for less than 3 s.
 func TestRunFailoverStrongSwan(t *testing.T) {
 	requireFailover(t, 3)
 	const prefix = "hktfs"
@@ -484,42 +479,17 @@ func TestRunFailoverStrongSwan(t *testing.T) {
 	var b strings.Builder
 	r.WriteText(&b)
 	t.Logf("report:\n%s", b.String())
-	f := r.Failover
-	if f == nil || f.SAsAfter == nil || len(f.Clients) != 3 {
-		t.Fatalf("the scenario did not run through: %v", err)
+	if err != nil || !r.OK {
+		t.Fatalf("Run: %v", err)
 	}
-	if r.OK != (err == nil) || r.OK != (len(f.Problems) == 0) {
-		t.Errorf("report ok %v, error %v, problems %q", r.OK, err, f.Problems)
-	}
-	// Set aside what concerns strongSwan clients alone: problems naming
-	// one, and resyncs only strongSwan peers are behind with.
-	swanBehind := 0
-	for _, id := range f.Behind {
-		if strings.Contains(id, ".swan.") {
-			swanBehind++
-		}
-	}
-	swanOnly := func(p string) bool {
-		return strings.HasPrefix(p, "strongSwan ") ||
-			(strings.Contains(p, "RFC 6311 SAs resynchronised") && swanBehind == len(f.Behind))
-	}
-	if swan := slices.DeleteFunc(slices.Clone(f.Problems), func(p string) bool { return !swanOnly(p) }); len(swan) > 0 {
-		t.Logf("strongSwan clients did not come through the failover: %q", swan)
-	}
-	f.Problems = slices.DeleteFunc(f.Problems, swanOnly)
-	f.Resynced += swanBehind
 	checkFailoverReport(t, r, 30)
 	if len(r.Clients) != 3 {
 		t.Fatalf("%d strongSwan clients in the report, want 3", len(r.Clients))
 	}
 	for i, c := range r.Clients {
-		if c.Kind != "strongswan" || c.VIP != f.Nodes[i%3].VIP || c.Ping.Sent == 0 {
+		if c.Kind != "strongswan" || c.VIP != r.Failover.Nodes[i%3].VIP || c.IKE.State != "ESTABLISHED" || !c.DPD.SameIKESA ||
+			c.Ping.Sent < 50 || c.Ping.Received == 0 || c.Ping.LongestGapMS >= 3000 {
 			t.Errorf("strongSwan %s: %+v", c.Name, c)
-		}
-		// The first ping goes out before the kill, through a tunnel that
-		// was up: every client got some answers.
-		if c.Ping.Received == 0 {
-			t.Errorf("strongSwan %s: no ping answered at all", c.Name)
 		}
 	}
 	if nss := namespaces(t, prefix); len(nss) != 0 {

@@ -130,7 +130,7 @@ func startClients(ctx context.Context, e *env, r *Report) error {
 	daemons := make([]*swan.Daemon, len(e.clients))
 	err = e.parallel(ctx, len(e.clients), func(i int) error {
 		c := e.clients[i]
-		d, err := swan.Start(c.ns, filepath.Join(e.dir, c.name), swanConfig(i+1, gwOuter, tunnelClientID(i+1), strings.TrimSpace(string(psk)), dpdDelay(e.o.DPD)),
+		d, err := swan.Start(c.ns, filepath.Join(e.dir, c.name), swanConfig(i+1, gwOuter, tunnelClientID(i+1), ikeProposal, strings.TrimSpace(string(psk)), dpdDelay(e.o.DPD)),
 			swan.Options{LibIPsec: true})
 		daemons[i] = d
 		if err != nil {
