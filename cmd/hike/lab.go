@@ -43,7 +43,8 @@ cluster of --nodes hike nodes on one bridge, each owning a VIP; --clients
 simulated clients ("hike load", this binary) spread over the VIPs with a
 Child SA and a virtual IP each, and --strongswan clients pinging through
 their tunnels; DPD every --dpd; after --kill-after of steady DPD the node
-with the most SAs is SIGKILLed and its link taken down. The report gives
+with the most SAs (or the one --kill names) is SIGKILLed and its link
+taken down. The report gives
 the SAs per node before and after, the time from the kill to the takeover
 and to the last RFC 6311 resync, what raft replicated during steady DPD,
 and what the clients saw: DPD timeouts, resyncs, SAs lost, pings lost.
@@ -87,6 +88,7 @@ non-zero on failure or when interrupted before the report.`,
 	f.IntVar(&o.Nodes, "nodes", 0, "failover: cluster nodes, 3 to 7 (default 3)")
 	f.IntVar(&o.StrongSwan, "strongswan", 0, "failover: strongSwan clients besides the simulated ones (needs strongSwan)")
 	f.DurationVar(&o.DPD, "dpd", 0, "failover: DPD delay of clients and nodes (default 2s); tunnel: how long to watch DPD with the tunnels idle (default 4s)")
+	f.StringVar(&o.Kill, "kill", "", "failover: the node to kill: busiest (default: the most SAs), leader, follower (the busiest one) or a node ID")
 	f.DurationVar(&o.KillAfter, "kill-after", 0, "failover: steady DPD with every client up before the kill (default 2 DPD delays)")
 	rfc6311 := f.Bool("rfc6311", true, "failover: simulated clients advertise RFC 6311 (false: the cluster replicates their counters instead)")
 	cmd.PreRun = func(*cobra.Command, []string) { o.NoRFC6311 = !*rfc6311 }

@@ -38,7 +38,7 @@ var failoverScenario = &Scenario{
 		if o.StrongSwan > 0 {
 			s += fmt.Sprintf(" and %d strongSwan client%s", o.StrongSwan, plural(o.StrongSwan))
 		}
-		return s + fmt.Sprintf(", DPD every %s, the node with the most SAs killed after %s of steady DPD", seconds(o.DPD), o.KillAfter)
+		return s + fmt.Sprintf(", DPD every %s, %s killed after %s of steady DPD", seconds(o.DPD), killWhat(o.Kill), o.KillAfter)
 	},
 	steps: []step{
 		{"network", buildCluster},
@@ -190,6 +190,18 @@ func buildCluster(ctx context.Context, e *env, r *Report) error {
 			Outer: cl.outer.String(), Inner: cl.inner.String(), VIP: swanTarget(c.nodes, j).vip.Addr().String()})
 	}
 	return nil
+}
+
+func killWhat(how string) string {
+	switch how {
+	case "", KillBusiest:
+		return "the node with the most SAs"
+	case KillLeader:
+		return "the leader"
+	case KillFollower:
+		return "the follower with the most SAs"
+	}
+	return how
 }
 
 // swanTarget is the node whose VIP strongSwan client j (1-based) dials:
@@ -519,7 +531,8 @@ func steady(ctx context.Context, e *env, r *Report) error {
 // gap of a tenth of a second.
 const pingInterval = 100 * time.Millisecond
 
-// killNode picks the node owning the most SAs, notes its SAs, and kills it
+// killNode picks the node to kill (by default the one owning the most
+// SAs), notes its SAs, and kills it
 // as a machine dies: its link goes down and hike serve gets SIGKILL (the
 // VIP a killed process leaves on the interface would otherwise still
 // answer ARP, which no dead machine does).
@@ -529,15 +542,14 @@ func killNode(ctx context.Context, e *env, r *Report) error {
 	for i, n := range c.nodes {
 		ids[i] = n.id
 	}
-	victim := pickVictim(ids, r.Failover.SAsBefore)
-	c.victim = c.nodes[slices.Index(ids, victim)]
-	var err error
-	if c.victimSAs, err = e.list(ctx, c.victim); err != nil {
-		return fmt.Errorf("%s: %w", victim, err)
-	}
-	st, err := e.status(ctx, c.victim)
+	st, err := e.status(ctx, c.nodes[0])
 	if err != nil {
 		return err
+	}
+	victim := pickVictim(ids, r.Failover.SAsBefore, st.Leader, e.o.Kill)
+	c.victim = c.nodes[slices.Index(ids, victim)]
+	if c.victimSAs, err = e.list(ctx, c.victim); err != nil {
+		return fmt.Errorf("%s: %w", victim, err)
 	}
 	f := r.Failover
 	f.LeaderBefore = st.Leader // an election since the start would show here
@@ -565,11 +577,33 @@ func killNode(ctx context.Context, e *env, r *Report) error {
 	return c.victim.proc.Signal(syscall.SIGKILL)
 }
 
-// pickVictim is the node with the most SAs; ties go to the first in ids.
-func pickVictim(ids []string, sas map[string]int) string {
-	best := ids[0]
-	for _, id := range ids[1:] {
-		if sas[id] > sas[best] {
+// Which node the failover scenario kills (Options.Kill), besides a node ID.
+const (
+	KillBusiest  = "busiest"  // the node with the most SAs (default)
+	KillLeader   = "leader"   // the raft leader
+	KillFollower = "follower" // the follower with the most SAs
+)
+
+// pickVictim chooses the node to kill among ids: how is a node ID or one of
+// the Kill constants ("" is KillBusiest); ties go to the first in ids.
+func pickVictim(ids []string, sas map[string]int, leader, how string) string {
+	switch how {
+	case KillLeader:
+		if slices.Contains(ids, leader) {
+			return leader
+		}
+	case "", KillBusiest, KillFollower:
+	default:
+		if slices.Contains(ids, how) {
+			return how
+		}
+	}
+	best := ""
+	for _, id := range ids {
+		if how == KillFollower && id == leader {
+			continue
+		}
+		if best == "" || sas[id] > sas[best] {
 			best = id
 		}
 	}

@@ -253,18 +253,28 @@ func TestSpread(t *testing.T) {
 
 func TestPickVictim(t *testing.T) {
 	ids := []string{"node1", "node2", "node3"}
+	even := map[string]int{"node1": 100, "node2": 100, "node3": 100}
 	for _, tc := range []struct {
-		sas  map[string]int
-		want string
+		sas    map[string]int
+		leader string
+		how    string
+		want   string
 	}{
-		{map[string]int{"node1": 100, "node2": 100, "node3": 100}, "node1"},
-		{map[string]int{"node1": 99, "node2": 101, "node3": 100}, "node2"},
-		{map[string]int{"node1": 1, "node2": 2, "node3": 3}, "node3"},
-		{map[string]int{"node2": 5, "node3": 5}, "node2"},
-		{nil, "node1"},
+		{even, "node2", "", "node1"},
+		{even, "node2", KillBusiest, "node1"},
+		{map[string]int{"node1": 99, "node2": 101, "node3": 100}, "node1", "", "node2"},
+		{map[string]int{"node1": 1, "node2": 2, "node3": 3}, "", "", "node3"},
+		{map[string]int{"node2": 5, "node3": 5}, "node1", "", "node2"},
+		{nil, "", "", "node1"},
+		{even, "node2", KillLeader, "node2"},
+		{even, "", KillLeader, "node1"}, // no leader known: the busiest
+		{even, "node1", KillFollower, "node2"},
+		{map[string]int{"node1": 1, "node2": 2, "node3": 3}, "node3", KillFollower, "node2"},
+		{even, "node1", "node3", "node3"},
+		{even, "node1", "node9", "node1"}, // not a member: the busiest
 	} {
-		if got := pickVictim(ids, tc.sas); got != tc.want {
-			t.Errorf("pickVictim(%v) = %s, want %s", tc.sas, got, tc.want)
+		if got := pickVictim(ids, tc.sas, tc.leader, tc.how); got != tc.want {
+			t.Errorf("pickVictim(%v, leader %q, %q) = %s, want %s", tc.sas, tc.leader, tc.how, got, tc.want)
 		}
 	}
 }
@@ -588,11 +598,17 @@ func TestFailoverDefaults(t *testing.T) {
 	if err != nil || o.KillAfter != 6*time.Second {
 		t.Errorf("kill after %v (%v), want two DPD delays", o.KillAfter, err)
 	}
+	for _, good := range []Options{{Kill: KillLeader}, {Kill: KillFollower}, {Kill: KillBusiest}, {Kill: "node3"}, {Nodes: 5, Kill: "node5"}} {
+		good.Hike = "/bin/true"
+		if _, err := good.withDefaults(); err != nil {
+			t.Errorf("%+v: %v", good, err)
+		}
+	}
 	for _, bad := range []Options{
 		{Nodes: 2}, {Nodes: 8}, {Clients: maxSimulated + 1}, {StrongSwan: maxClients + 1},
 		{ClientKind: ClientStrongSwan, Clients: 3}, {DPD: 1500 * time.Millisecond}, {DPD: 500 * time.Millisecond},
-		{KillAfter: -time.Second},
-		{Scenario: "tunnel", Nodes: 3}, {Scenario: "tunnel", StrongSwan: 1}, {Scenario: "tunnel", NoRFC6311: true}, {Scenario: "tunnel", Clients: maxClients + 1},
+		{KillAfter: -time.Second}, {Kill: "node4"}, {Kill: "node0"}, {Kill: "node01"}, {Kill: "oldest"}, {Kill: "2"},
+		{Scenario: "tunnel", Nodes: 3}, {Scenario: "tunnel", StrongSwan: 1}, {Scenario: "tunnel", NoRFC6311: true}, {Scenario: "tunnel", Kill: KillLeader}, {Scenario: "tunnel", Clients: maxClients + 1},
 	} {
 		bad.Hike = "/bin/true"
 		if _, err := bad.withDefaults(); err == nil {

@@ -52,6 +52,9 @@ type Options struct {
 	// KillAfter is the failover scenario's steady DPD period between every
 	// client being up and the kill, default 2 DPD delays.
 	KillAfter time.Duration
+	// Kill chooses the node the failover scenario kills: KillBusiest
+	// (default), KillLeader, KillFollower or a node ID ("node2").
+	Kill string
 	// NoRFC6311 has the simulated clients not advertise RFC 6311: the
 	// cluster then replicates their counters instead, and a takeover
 	// cannot resynchronise them.
@@ -251,8 +254,8 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 func (o Options) tunnelDefaults() (Options, error) {
-	if o.Nodes != 0 || o.StrongSwan != 0 || o.KillAfter != 0 || o.NoRFC6311 {
-		return o, errors.New("lab: nodes, extra strongSwan clients, the kill and the RFC 6311 switch (--nodes, --strongswan, --kill-after, --rfc6311) are the failover scenario's")
+	if o.Nodes != 0 || o.StrongSwan != 0 || o.KillAfter != 0 || o.NoRFC6311 || o.Kill != "" {
+		return o, errors.New("lab: nodes, extra strongSwan clients, the kill and the RFC 6311 switch (--nodes, --strongswan, --kill, --kill-after, --rfc6311) are the failover scenario's")
 	}
 	if o.Clients == 0 {
 		o.Clients = 1
@@ -303,6 +306,14 @@ func (o Options) failoverDefaults() (Options, error) {
 	}
 	if o.KillAfter == 0 {
 		o.KillAfter = 2 * o.DPD
+	}
+	switch o.Kill {
+	case "", KillBusiest, KillLeader, KillFollower:
+	default:
+		n, err := strconv.Atoi(strings.TrimPrefix(o.Kill, "node"))
+		if !strings.HasPrefix(o.Kill, "node") || err != nil || n < 1 || n > o.Nodes || o.Kill != nodeID(n) {
+			return o, fmt.Errorf("lab: kill %q: %s, %s, %s or node1 to node%d", o.Kill, KillBusiest, KillLeader, KillFollower, o.Nodes)
+		}
 	}
 	if o.KillAfter < 0 {
 		return o, fmt.Errorf("lab: kill after %v: not negative", o.KillAfter)
