@@ -56,13 +56,16 @@ func vipNode(a netip.Addr) int {
 	return 0
 }
 
-// env is a 3-node hike cluster on a bridge, with its clients.
+// env is a 3-node hike cluster on a bridge, with its clients. With
+// witness set, that node runs `hike witness` instead of `hike serve` and
+// owns no VIP: a pair of concentrators and a witness.
 type env struct {
 	t       testing.TB
 	lab     *netlab.Lab
 	dir     string
 	hub     *netlab.NS
 	nodes   [nodes + 1]*node // 1-based
+	witness int              // the node that only votes, 0 for none
 	clients []*client
 	loads   []*loadGroup
 	hikeDPD string // DPD delay of hike's connection for strongSwan
@@ -172,10 +175,17 @@ func (e *env) writeConfigs() {
 		n := e.nodes[i]
 		var peers strings.Builder
 		for p := 1; p <= nodes; p++ {
+			if p == e.witness {
+				fmt.Fprintf(&peers, "    - id: %s\n      address: %s:%d\n      witness: true\n", nodeID(p), nodeAddr(p), raftPort)
+				continue
+			}
 			fmt.Fprintf(&peers, "    - id: %s\n      address: %s:%d\n      vips: [%s/%d]\n",
 				nodeID(p), nodeAddr(p), raftPort, vipOf(p), bridgeBits)
 		}
-		n.conf = fmt.Sprintf(`listen:
+		if i == e.witness {
+			n.conf = witnessConf(n.dir, e.dir, nodeID(i), peers.String())
+		} else {
+			n.conf = fmt.Sprintf(`listen:
   addrs: [0.0.0.0]
 control_socket: %[1]s/control.sock
 log:
@@ -232,10 +242,31 @@ cluster:
     key: %[6]s/%[5]s.key
   peers:
 %[7]s`, n.dir, testPSK, e.hikeDPD, e.loadDPD, nodeID(i), e.dir, peers.String())
+		}
 		if err := os.WriteFile(filepath.Join(n.dir, "hike.yaml"), []byte(n.conf), 0o600); err != nil {
 			e.t.Fatal(err)
 		}
 	}
+}
+
+// witnessConf is a witness's whole configuration: its control socket and
+// the cluster section, with the same timing as the concentrators' and no
+// cluster key (it never opens an SA record).
+func witnessConf(dir, pki, id, peers string) string {
+	return fmt.Sprintf(`control_socket: %[1]s/control.sock
+log:
+  level: info
+cluster:
+  node_id: %[3]s
+  data_dir: %[1]s/raft
+  heartbeat_timeout: 500ms
+  election_timeout: 1s
+  tls:
+    ca: %[2]s/ca.pem
+    cert: %[2]s/%[3]s.pem
+    key: %[2]s/%[3]s.key
+  peers:
+%[4]s`, dir, pki, id, peers)
 }
 
 func (e *env) socket(i int) string { return filepath.Join(e.nodes[i].dir, "control.sock") }
@@ -245,8 +276,12 @@ func (e *env) socket(i int) string { return filepath.Join(e.nodes[i].dir, "contr
 func (e *env) start(i int) error {
 	n := e.nodes[i]
 	n.runs++
+	run := "serve"
+	if i == e.witness {
+		run = "witness"
+	}
 	p, err := n.ns.Start(nodeID(i), filepath.Join(n.dir, fmt.Sprintf("hike.%d.log", n.runs)),
-		hikeBin, "serve", "-c", filepath.Join(n.dir, "hike.yaml"))
+		hikeBin, run, "-c", filepath.Join(n.dir, "hike.yaml"))
 	if err != nil {
 		return err
 	}
@@ -265,7 +300,7 @@ func (e *env) start(i int) error {
 }
 
 // startCluster writes the configurations, starts all nodes at once and
-// waits until a leader has handed every node its own VIP.
+// waits until a leader has handed every node its own VIP (a witness none).
 func (e *env) startCluster() error {
 	e.writeConfigs()
 	errs := parallel(nodes, e.start)
@@ -274,7 +309,11 @@ func (e *env) startCluster() error {
 	}
 	return e.waitCond(30*time.Second, "every node to serve its own VIP", func() error {
 		for i := 1; i <= nodes; i++ {
-			if err := e.servesOnly(i, vipOf(i)); err != nil {
+			var own []netip.Addr
+			if i != e.witness {
+				own = append(own, vipOf(i))
+			}
+			if err := e.servesOnly(i, own...); err != nil {
 				return err
 			}
 		}
