@@ -119,6 +119,9 @@ func (e *env) close(r *Report) {
 	if !r.OK && !r.Interrupted {
 		e.collectLogs(r)
 	}
+	if e.cl != nil && e.cl.serving != nil {
+		e.cl.serving.end() // a failed step leaves it polling
+	}
 	if e.lab != nil {
 		if err := e.lab.Close(); err != nil {
 			e.logf("cleanup: %v", err)

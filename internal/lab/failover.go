@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,6 +67,7 @@ type cluster struct {
 	// beforeKill is the replication counters at the end of the steady
 	// period.
 	beforeKill Replication
+	serving    *servingWatch
 	pings      []*netlab.Proc // one continuous ping per strongSwan client
 }
 
@@ -574,7 +576,70 @@ func killNode(ctx context.Context, e *env, r *Report) error {
 	if _, err := c.victim.ns.Run("ip", "link", "set", clusterIf, "down"); err != nil {
 		return err
 	}
-	return c.victim.proc.Signal(syscall.SIGKILL)
+	if err := c.victim.proc.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	c.serving = e.watchServing(ctx)
+	return nil
+}
+
+// servingWatch records, per survivor, when it reported itself not serving
+// (no VIPs: cut off from a leader, or not yet caught up) after the kill.
+type servingWatch struct {
+	stop chan struct{}
+	once sync.Once
+	done chan struct{}
+	gaps map[string]*Gap // written by the watcher until done closes
+}
+
+// watchServing polls the survivors' status from the kill until stopped.
+func (e *env) watchServing(ctx context.Context) *servingWatch {
+	w := &servingWatch{stop: make(chan struct{}), done: make(chan struct{}), gaps: map[string]*Gap{}}
+	c := e.cl
+	e.inflight.Add(1)
+	go func() {
+		defer e.inflight.Done()
+		defer close(w.done)
+		t := time.NewTicker(pollEvery)
+		defer t.Stop()
+		for {
+			for _, n := range c.nodes {
+				if n.killed {
+					continue
+				}
+				st, err := e.status(ctx, n)
+				if err != nil || st.Serving {
+					continue
+				}
+				since := time.Since(c.killed).Milliseconds()
+				g := w.gaps[n.id]
+				if g == nil {
+					g = &Gap{FromMS: since}
+					w.gaps[n.id] = g
+				}
+				g.ToMS = since
+			}
+			select {
+			case <-t.C:
+			case <-w.stop:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// end stops the watch and returns what it saw; it may be called again.
+func (w *servingWatch) end() map[string]Gap {
+	w.once.Do(func() { close(w.stop) })
+	<-w.done
+	out := make(map[string]Gap, len(w.gaps))
+	for id, g := range w.gaps {
+		out[id] = *g
+	}
+	return out
 }
 
 // Which node the failover scenario kills (Options.Kill), besides a node ID.
@@ -753,6 +818,9 @@ func observe(ctx context.Context, e *env, r *Report) error {
 		return err
 	}
 	c, f := e.cl, r.Failover
+	if c.serving != nil {
+		f.NotServing = c.serving.end()
+	}
 	for _, g := range c.groups {
 		g.proc.Signal(syscall.SIGINT)
 	}

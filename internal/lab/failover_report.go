@@ -55,6 +55,11 @@ type Failover struct {
 	// SAsAfter counts the established IKE SAs each survivor listed at the
 	// end; ClusterSAsAfter the replicated records per owner, as the leader
 	// holds them.
+	// NotServing is, per survivor that reported itself not serving after
+	// the kill (without its VIPs: cut off from a leader, or catching up),
+	// the first and last time the lab saw it so.
+	NotServing map[string]Gap `json:"not_serving,omitempty"`
+
 	SAsAfter        map[string]int `json:"sas_after"`
 	ClusterSAsAfter map[string]int `json:"cluster_sas_after"`
 	Replicated      Replicated     `json:"replicated_after_kill"`
@@ -81,6 +86,12 @@ type Steady struct {
 	Entries         uint64 `json:"raft_entries"`
 	SAPuts          uint64 `json:"sa_puts"`
 	TxBytes         uint64 `json:"tx_bytes"`
+}
+
+// Gap is a stretch of time after the kill, as first and last seen.
+type Gap struct {
+	FromMS int64 `json:"from_ms"`
+	ToMS   int64 `json:"to_ms"`
 }
 
 // Replication is what the lab reads of the nodes' replication counters:
@@ -262,6 +273,17 @@ func writeFailover(b *strings.Builder, r *Report) {
 			ev = append(ev, "VIP not taken over")
 		}
 		fmt.Fprintf(b, "%-11s%s\n", "takeover", strings.Join(ev, ", "))
+	}
+	if f.Killed != "" && f.SAsAfter != nil {
+		var ns []string
+		for _, id := range slices.Sorted(maps.Keys(f.NotServing)) {
+			g := f.NotServing[id]
+			ns = append(ns, fmt.Sprintf("%s not serving from %s to %s after the kill", id, ms(g.FromMS), ms(g.ToMS)))
+		}
+		if len(ns) == 0 {
+			ns = append(ns, "every survivor served throughout")
+		}
+		fmt.Fprintf(b, "%-11s%s\n", "", strings.Join(ns, "; "))
 	}
 	if f.NewOwner != "" {
 		fmt.Fprintf(b, "%-11s%d of %d SAs restored on %s", "resync", f.Restored, f.KilledSAs, f.NewOwner)

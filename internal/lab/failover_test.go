@@ -441,6 +441,7 @@ func goodFailover() *Report {
 			SAsAfter:        map[string]int{"node2": 100, "node3": 200},
 			ClusterSAsAfter: map[string]int{"node2": 100, "node3": 200},
 			Replicated:      Replicated{Entries: 4, SAPuts: 100, VIPMoves: 1},
+			NotServing:      map[string]Gap{"node3": {FromMS: 480, ToMS: 1300}, "node2": {FromMS: 500, ToMS: 1200}},
 			Clients: []LoadClients{
 				{Group: "l1", VIP: "10.99.1.1", Node: "node1", Clients: 100, Established: 100, UpAtEnd: 100, DPDSent: 400, DPDCompleted: 400, ResyncsSeen: 100, Retransmits: 60},
 				{Group: "l2", VIP: "10.99.1.2", Node: "node2", Clients: 100, Established: 100, UpAtEnd: 100, DPDSent: 400, DPDCompleted: 400},
@@ -538,7 +539,7 @@ func TestWriteFailover(t *testing.T) {
 		"steady     4s of DPD: the nodes sent 290 requests, 290 answered; raft replicated 0 entries (0 SA puts), the nodes sent 3000 B\n",
 		"kill       node1 (the leader, VIP 10.99.1.1, 100 IKE SAs, 100 with RFC 6311): link down, SIGKILL\n",
 		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n",
-		"resync     100 of 100 SAs restored on node3, listed 1.5s after the kill; 100 of 100 resynchronised (RFC 6311), the first 1.5s and the last 1.7s after the kill\n",
+		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n           node2 not serving from 500ms to 1.2s after the kill; node3 not serving from 480ms to 1.3s after the kill\nresync     100 of 100 SAs restored on node3, listed 1.5s after the kill; 100 of 100 resynchronised (RFC 6311), the first 1.5s and the last 1.7s after the kill\n",
 		"after      node2 100, node3 200 (300 IKE SAs); replicated records by owner: node2 100, node3 200 (300 IKE SAs)\n",
 		"           from the kill to the end raft replicated 4 entries: 1 VIP move, 100 SA puts, 0 SA deletes\n",
 		"clients    l1 -> 10.99.1.1 (node1): 100/100 established, 100 up at the end; DPD 400 sent, 400 completed, 0 timeouts; 100 resyncs answered, 60 retransmits\n",
@@ -567,6 +568,13 @@ func TestWriteFailover(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
+	}
+	calm := goodFailover()
+	calm.Failover.NotServing = nil
+	b.Reset()
+	calm.WriteText(&b)
+	if want := "by node3 after 1.5s\n           every survivor served throughout\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
 	}
 	noSync := goodFailover()
 	noSync.Failover.KilledSAsRFC6311, noSync.Failover.Resynced, noSync.Failover.FirstResyncMS, noSync.Failover.LastResyncMS = 0, 0, 0, 0
