@@ -68,6 +68,7 @@ type cluster struct {
 	// period.
 	beforeKill Replication
 	serving    *servingWatch
+	swanLogAt  []int          // length of each strongSwan client's log at the kill
 	pings      []*netlab.Proc // one continuous ping per strongSwan client
 }
 
@@ -571,6 +572,10 @@ func killNode(ctx context.Context, e *env, r *Report) error {
 	// its TUN device and routes, which holds the lock every link change
 	// needs for a second or more. The process is not waited for either:
 	// the survivors are watched from the moment of the kill.
+	c.swanLogAt = make([]int, len(e.clients))
+	for i, cl := range e.clients {
+		c.swanLogAt[i] = len(cl.swan.Log())
+	}
 	c.killed = time.Now()
 	c.victim.killed = true
 	if _, err := c.victim.ns.Run("ip", "link", "set", clusterIf, "down"); err != nil {
@@ -887,7 +892,14 @@ func observe(ctx context.Context, e *env, r *Report) error {
 		for i := range r.Clients {
 			cl := &r.Clients[i]
 			cl.DPD.SameIKESA = cl.IKE.SPIi != "" && cl.IKE.SPIi == before[i].SPIi && cl.IKE.SPIr == before[i].SPIr
-			parseDPD(e.clients[i].swan.Log(), &cl.DPD)
+			// Only what happened after the kill: DPD must go on with
+			// the node that took over.
+			log := e.clients[i].swan.Log()
+			if off := c.swanLogAt[i]; off <= len(log) {
+				log = log[off:]
+			}
+			parseDPD(log, &cl.DPD)
+			cl.DPD.PeriodMS = time.Since(c.killed).Milliseconds()
 		}
 	}
 	return errors.Join(errs...)

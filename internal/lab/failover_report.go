@@ -163,8 +163,8 @@ const maxGap = 3 * time.Second
 // judgeFailover lists what went wrong, judged against what the cluster
 // promises: the killed node's VIP and every SA move to a survivor, every
 // RFC 6311 SA resynchronises, no client loses its SA or sees DPD fail, and
-// strongSwan clients keep their IKE SA and see their traffic resume within
-// maxGap.
+// strongSwan clients keep their IKE SA, go on with DPD and see their
+// traffic resume within maxGap.
 func judgeFailover(r *Report, o Options) {
 	f := r.Failover
 	var p []string
@@ -220,6 +220,9 @@ func judgeFailover(r *Report, o Options) {
 			add("strongSwan %s: IKE SA state %s", c.Name, c.IKE.State)
 		case !c.DPD.SameIKESA:
 			add("strongSwan %s: the IKE SA changed", c.Name)
+		}
+		if c.IKE.State != "" && c.DPD.Exchanges() == 0 {
+			add("strongSwan %s: no DPD exchange after the kill", c.Name)
 		}
 		if c.Ping.Sent == 0 || c.Ping.Received == 0 {
 			add("strongSwan %s: no ping answered through the tunnel", c.Name)
@@ -345,7 +348,7 @@ func writeFailover(b *strings.Builder, r *Report) {
 			fmt.Fprintf(b, "; ping %d/%d answered, %d lost, longest gap %s", p.Received, p.Sent, p.Sent-p.Received, ms(p.LongestGapMS))
 		}
 		if f.SAsAfter != nil {
-			fmt.Fprintf(b, "; DPD %d from the cluster, %d to it", c.DPD.FromGateway, c.DPD.FromClient)
+			fmt.Fprintf(b, "; DPD after the kill: %d from the cluster, %d to it", c.DPD.FromGateway, c.DPD.FromClient)
 			if c.DPD.Unanswered > 0 {
 				fmt.Fprintf(b, ", %d unanswered", c.DPD.Unanswered)
 			}

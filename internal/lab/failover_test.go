@@ -489,10 +489,13 @@ func TestJudgeFailover(t *testing.T) {
 			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "CONNECTING"}, Ping: Ping{Sent: 100, Received: 30}}}
 		}, "strongSwan s1: IKE SA state CONNECTING"},
 		{"strongSwan SA replaced", func(r *Report) {
-			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, Ping: Ping{Sent: 100, Received: 90, LongestGapMS: 1000}}}
+			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{FromGateway: 2}, Ping: Ping{Sent: 100, Received: 90, LongestGapMS: 1000}}}
 		}, "strongSwan s1: the IKE SA changed"},
+		{"strongSwan DPD stopped", func(r *Report) {
+			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{SameIKESA: true}, Ping: Ping{Sent: 100, Received: 90, LongestGapMS: 1000}}}
+		}, "strongSwan s1: no DPD exchange after the kill"},
 		{"strongSwan traffic stopped", func(r *Report) {
-			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{SameIKESA: true}, Ping: Ping{Sent: 100, Received: 60, LongestGapMS: 3100}}}
+			r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{SameIKESA: true, FromClient: 1}, Ping: Ping{Sent: 100, Received: 60, LongestGapMS: 3100}}}
 		}, "strongSwan s1: traffic stopped for 3.1s"},
 	} {
 		r := goodFailover()
@@ -505,7 +508,7 @@ func TestJudgeFailover(t *testing.T) {
 	// A strongSwan client that kept its SA and lost under 3 s of traffic
 	// is fine.
 	r = goodFailover()
-	r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{SameIKESA: true}, Ping: Ping{Sent: 100, Received: 85, LongestGapMS: 1500}}}
+	r.Clients = []Client{{Name: "s1", IKE: IKESA{State: "ESTABLISHED"}, DPD: DPD{SameIKESA: true, FromGateway: 2}, Ping: Ping{Sent: 100, Received: 85, LongestGapMS: 1500}}}
 	judgeFailover(r, o)
 	if len(r.Failover.Problems) != 0 {
 		t.Errorf("problems with a strongSwan client that kept its tunnel: %v", r.Failover.Problems)
@@ -562,8 +565,8 @@ func TestWriteFailover(t *testing.T) {
 	b.Reset()
 	r.WriteText(&b)
 	for _, want := range []string{
-		"strongSwan s1 -> 10.99.1.1: ESTABLISHED 00000000000000a1/00000000000000b1 (same SPIs); ping 88/100 answered, 12 lost, longest gap 1.2s; DPD 3 from the cluster, 1 to it\n",
-		"           s2 -> 10.99.1.2: no IKE SA; ping 20/100 answered, 80 lost, longest gap 8s; DPD 0 from the cluster, 0 to it\n",
+		"strongSwan s1 -> 10.99.1.1: ESTABLISHED 00000000000000a1/00000000000000b1 (same SPIs); ping 88/100 answered, 12 lost, longest gap 1.2s; DPD after the kill: 3 from the cluster, 1 to it\n",
+		"           s2 -> 10.99.1.2: no IKE SA; ping 20/100 answered, 80 lost, longest gap 8s; DPD after the kill: 0 from the cluster, 0 to it\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())

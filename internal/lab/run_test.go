@@ -488,7 +488,7 @@ func TestRunFailoverStrongSwan(t *testing.T) {
 	}
 	for i, c := range r.Clients {
 		if c.Kind != "strongswan" || c.VIP != r.Failover.Nodes[i%3].VIP || c.IKE.State != "ESTABLISHED" || !c.DPD.SameIKESA ||
-			c.Ping.Sent < 50 || c.Ping.Received == 0 || c.Ping.LongestGapMS >= 3000 {
+			c.Ping.Sent < 50 || c.Ping.Received == 0 || c.Ping.LongestGapMS >= 3000 || c.DPD.Exchanges() == 0 || c.DPD.Unanswered > 0 {
 			t.Errorf("strongSwan %s: %+v", c.Name, c)
 		}
 	}
