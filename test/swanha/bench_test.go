@@ -52,7 +52,10 @@ const (
 //
 // HIKE_BENCH_CLIENTS (1000,5000), HIKE_BENCH_DPD (5,1: every delay is run
 // with every size), HIKE_BENCH_RATE (500/s) and HIKE_BENCH_HOLD (steady
-// phase after setup; 5 DPD delays, at least 10 s) adjust it. It reports the
+// phase after setup; 5 DPD delays, at least 10 s) adjust it;
+// HIKE_BENCH_RMEM sets net.core.rmem_default in both nodes' namespaces
+// (the HA socket's receive buffer), HIKE_BENCH_PASSIVE_NICE the passive
+// charon's nice value, and HIKE_BIN runs a prebuilt hike. It reports the
 // messages and bytes per second on the sync link during setup and in steady
 // DPD, per IKE SA set up and per DPD exchange, and a breakdown by HA
 // message type from a capture of the link. It asserts that the pair
