@@ -182,8 +182,8 @@ func (e *env) collectLogs(r *Report) {
 		logs["hike"] = lastLines(e.hike.Out.String(), 30)
 	}
 	if e.cl != nil {
-		for _, n := range e.cl.nodes {
-			if n.proc != nil {
+		for _, n := range append(slices.Clone(e.cl.nodes), e.cl.witness) {
+			if n != nil && n.proc != nil {
 				logs["hike "+n.id] = lastLines(n.proc.Out.String(), 20)
 			}
 		}
@@ -231,6 +231,9 @@ func (e *env) hold(ctx context.Context) {
 			if !n.killed {
 				fmt.Fprintf(&b, "  %s cluster status --socket %s\n", e.o.Hike, nodeSocket(e.dir, n.i))
 			}
+		}
+		if w := e.cl.witness; w != nil {
+			fmt.Fprintf(&b, "  ip netns exec %s bash    # the witness: %s\n", w.ns.Name, witnessAddr)
 		}
 		fmt.Fprintf(&b, "  logs and configurations: %s\n", e.dir)
 	}

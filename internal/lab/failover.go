@@ -32,7 +32,11 @@ var failoverScenario = &Scenario{
 	Name:        "failover",
 	Description: "a hike cluster with simulated clients loses its busiest node (SIGKILL); a survivor takes over and resyncs (RFC 6311)",
 	summary: func(o Options) string {
-		s := fmt.Sprintf("failover: %d hike nodes, %d simulated client%s", o.Nodes, o.Clients, plural(o.Clients))
+		s := fmt.Sprintf("failover: %d hike nodes", o.Nodes)
+		if o.Witness {
+			s += " and a witness"
+		}
+		s += fmt.Sprintf(", %d simulated client%s", o.Clients, plural(o.Clients))
 		if o.NoRFC6311 {
 			s += " without RFC 6311"
 		}
@@ -56,12 +60,13 @@ var failoverScenario = &Scenario{
 
 // cluster is what the failover scenario adds to a running lab.
 type cluster struct {
-	sw     *netlab.NS // the switch: one bridge for every node and client
-	pki    *pki
-	nodes  []*node
-	groups []*loadGroup
-	victim *node
-	killed time.Time
+	sw      *netlab.NS // the switch: one bridge for every node and client
+	pki     *pki
+	nodes   []*node
+	witness *node // with Options.Witness
+	groups  []*loadGroup
+	victim  *node
+	killed  time.Time
 	// victimSAs are the SAs the victim served when it was killed.
 	victimSAs []ike.SAInfo
 	// beforeKill is the replication counters at the end of the steady
@@ -73,13 +78,28 @@ type cluster struct {
 }
 
 type node struct {
-	i      int
+	i      int // 0 for the witness
 	id     string
 	ns     *netlab.NS
 	proc   *netlab.Proc
 	ctl    *control.Client
 	vip    netip.Prefix
 	killed bool
+}
+
+// voters are the members that can answer for the cluster: the nodes not
+// killed and the witness.
+func (c *cluster) voters() []*node {
+	var vs []*node
+	for _, n := range c.nodes {
+		if !n.killed {
+			vs = append(vs, n)
+		}
+	}
+	if c.witness != nil {
+		vs = append(vs, c.witness)
+	}
+	return vs
 }
 
 // loadGroup is one `hike load` process: simulated clients of one node's VIP.
@@ -157,6 +177,18 @@ func buildCluster(ctx context.Context, e *env, r *Report) error {
 		r.Failover.Nodes = append(r.Failover.Nodes, Node{ID: n.id, Namespace: n.ns.Name,
 			Address: netip.AddrPortFrom(nodeAddr(i), raftPort).String(), VIP: n.vip.Addr().String()})
 	}
+	if e.o.Witness {
+		w := &node{id: witnessID}
+		if w.ns, err = e.lab.AddNS("w"); err != nil {
+			return err
+		}
+		if err := e.lab.Attach(c.sw, "br0", "vw", w.ns, clusterIf, netip.PrefixFrom(witnessAddr, outerBits)); err != nil {
+			return err
+		}
+		c.witness = w
+		r.Failover.Nodes = append(r.Failover.Nodes, Node{ID: w.id, Namespace: w.ns.Name,
+			Address: netip.AddrPortFrom(witnessAddr, raftPort).String(), Witness: true})
+	}
 	for i := 1; i <= e.o.Nodes; i++ {
 		if groups[i-1] == 0 {
 			continue
@@ -217,7 +249,7 @@ func swanTarget(nodes []*node, j int) *node { return nodes[(j-1)%len(nodes)] }
 func startCluster(ctx context.Context, e *env, r *Report) error {
 	c := e.cl
 	var err error
-	if c.pki, err = newPKI(e.dir, e.o.Nodes); err != nil {
+	if c.pki, err = newPKI(e.dir, memberIDs(e.o.Nodes, e.o.Witness)); err != nil {
 		return err
 	}
 	for _, n := range c.nodes {
@@ -225,13 +257,26 @@ func startCluster(ctx context.Context, e *env, r *Report) error {
 			return err
 		}
 		cfg := filepath.Join(e.dir, n.id+".yaml")
-		if err := os.WriteFile(cfg, []byte(nodeConfig(e.dir, c.pki, n.i, e.o.Nodes, e.o.DPD, e.o.StrongSwan > 0)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(nodeConfig(e.dir, c.pki, n.i, e.o.Nodes, e.o.Witness, e.o.DPD, e.o.StrongSwan > 0)), 0o600); err != nil {
 			return err
 		}
 		if n.proc, err = n.ns.Start(n.id, filepath.Join(e.dir, n.id+".log"), e.o.Hike, "serve", "-c", cfg); err != nil {
 			return err
 		}
 		n.ctl = control.NewClient(nodeSocket(e.dir, n.i))
+	}
+	if w := c.witness; w != nil {
+		if err := os.MkdirAll(filepath.Join(e.dir, w.id), 0o700); err != nil {
+			return err
+		}
+		cfg := filepath.Join(e.dir, w.id+".yaml")
+		if err := os.WriteFile(cfg, []byte(witnessConfig(e.dir, c.pki, e.o.Nodes)), 0o600); err != nil {
+			return err
+		}
+		if w.proc, err = w.ns.Start(w.id, filepath.Join(e.dir, w.id+".log"), e.o.Hike, "witness", "-c", cfg); err != nil {
+			return err
+		}
+		w.ctl = control.NewClient(witnessSocket(e.dir))
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	var why string
@@ -251,21 +296,19 @@ func startCluster(ctx context.Context, e *env, r *Report) error {
 			return err
 		}
 	}
-	st, err := e.status(ctx, c.nodes[0])
-	if err != nil {
-		return err
+	if st := e.leaderStatus(ctx); st != nil {
+		r.Failover.LeaderBefore = st.Leader
 	}
-	r.Failover.LeaderBefore = st.Leader
 	return nil
 }
 
-// clusterReady reports whether every node answers, agrees on a leader,
-// serves, and owns its configured VIP; if not, why.
+// clusterReady reports whether every member answers and agrees on a
+// leader, and every node serves and owns its configured VIP; if not, why.
 func (e *env) clusterReady(ctx context.Context) (bool, string, error) {
 	leader := ""
-	for _, n := range e.cl.nodes {
+	for _, n := range e.cl.voters() {
 		if n.proc.Exited() {
-			return false, "", fmt.Errorf("%s: hike serve exited: %s", n.id, lastLines(n.proc.Out.String(), 5))
+			return false, "", fmt.Errorf("%s: hike exited: %s", n.id, lastLines(n.proc.Out.String(), 5))
 		}
 		st, err := e.status(ctx, n)
 		if err != nil {
@@ -276,15 +319,30 @@ func (e *env) clusterReady(ctx context.Context) (bool, string, error) {
 			return false, n.id + " knows no leader", nil
 		case leader != "" && st.Leader != leader:
 			return false, fmt.Sprintf("%s follows %s, others %s", n.id, st.Leader, leader), nil
-		case !st.Serving:
-			return false, n.id + " is not serving", nil
 		}
 		leader = st.Leader
+		if n == e.cl.witness {
+			continue // it serves nothing
+		}
+		if !st.Serving {
+			return false, n.id + " is not serving", nil
+		}
 		if o := st.owner(n.vip.Addr()); o != n.id {
 			return false, fmt.Sprintf("%s's VIP %s owned by %q", n.id, n.vip.Addr(), o), nil
 		}
 	}
 	return true, "", nil
+}
+
+// leaderStatus is the status as the leader answers it, nil if no member
+// says it leads.
+func (e *env) leaderStatus(ctx context.Context) *clusterStatus {
+	for _, n := range e.cl.voters() {
+		if st, err := e.status(ctx, n); err == nil && st.Leader == n.id {
+			return st
+		}
+	}
+	return nil
 }
 
 // status asks node n for its view of the cluster.
@@ -389,7 +447,6 @@ func (e *env) allUp(ctx context.Context, want map[string]int) (map[string]int, s
 	}
 	got := map[string]int{}
 	var why []string
-	var st *clusterStatus
 	for _, n := range e.cl.nodes {
 		sas, err := e.list(ctx, n)
 		if err != nil {
@@ -399,10 +456,8 @@ func (e *env) allUp(ctx context.Context, want map[string]int) (map[string]int, s
 		if got[n.id] != want[n.id] {
 			why = append(why, fmt.Sprintf("%s serves %d of %d", n.id, got[n.id], want[n.id]))
 		}
-		if s, err := e.status(ctx, n); err == nil && s.Leader == n.id {
-			st = s
-		}
 	}
+	st := e.leaderStatus(ctx)
 	if st == nil {
 		return got, "no leader", nil
 	}
@@ -454,10 +509,7 @@ func (e *env) startSwans(ctx context.Context, psk string) error {
 // (every node applies the same ones) and the bytes all nodes sent.
 func (e *env) replication(ctx context.Context) (Replication, error) {
 	var rep Replication
-	for _, n := range e.cl.nodes {
-		if n.killed {
-			continue
-		}
+	for _, n := range e.cl.voters() {
 		st, err := e.status(ctx, n)
 		if err != nil {
 			return rep, fmt.Errorf("%s: %w", n.id, err)
@@ -691,10 +743,7 @@ func awaitTakeover(ctx context.Context, e *env, r *Report) error {
 	c, f := e.cl, r.Failover
 	deadline := c.killed.Add(20 * time.Second)
 	for {
-		for _, n := range c.nodes {
-			if n.killed {
-				continue
-			}
+		for _, n := range c.voters() {
 			st, err := e.status(ctx, n)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -875,9 +924,9 @@ func observe(ctx context.Context, e *env, r *Report) error {
 			continue
 		}
 		f.SAsAfter[n.id] = countEstablished(sas)
-		if st, err := e.status(ctx, n); err == nil && st.Leader == n.id {
-			f.ClusterSAsAfter = st.SAs
-		}
+	}
+	if st := e.leaderStatus(ctx); st != nil {
+		f.ClusterSAsAfter = st.SAs
 	}
 	if len(e.clients) > 0 {
 		before := make([]IKESA, len(r.Clients))

@@ -73,7 +73,8 @@ type Node struct {
 	ID        string `json:"id"`
 	Namespace string `json:"namespace"`
 	Address   string `json:"address"`
-	VIP       string `json:"vip"`
+	VIP       string `json:"vip,omitempty"`
+	Witness   bool   `json:"witness,omitempty"`
 }
 
 // Steady is the period of DPD before the kill: what the nodes probed and
@@ -245,7 +246,11 @@ func writeFailover(b *strings.Builder, r *Report) {
 		if n.ID == f.LeaderBefore {
 			role = ", leader"
 		}
-		fmt.Fprintf(b, "%-11s%s at %s, VIP %s, namespace %s%s\n", label, n.ID, n.Address, n.VIP, n.Namespace, role)
+		what := "VIP " + n.VIP
+		if n.Witness {
+			what = "witness (votes only)"
+		}
+		fmt.Fprintf(b, "%-11s%s at %s, %s, namespace %s%s\n", label, n.ID, n.Address, what, n.Namespace, role)
 	}
 	if f.SAsBefore != nil {
 		fmt.Fprintf(b, "%-11s%s\n", "before", perNode(f.SAsBefore))

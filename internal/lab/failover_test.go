@@ -26,16 +26,20 @@ import (
 // one cluster: the same peers, a distinct node ID, certificate and pool
 // each, the same key files.
 func TestNodeConfigsLoad(t *testing.T) {
-	for _, n := range []int{3, 5} {
+	for _, tc := range []struct {
+		n       int
+		witness bool
+	}{{3, false}, {5, false}, {2, true}} {
+		n := tc.n
 		for _, swan := range []bool{false, true} {
 			dir := t.TempDir()
-			p, err := newPKI(dir, n)
+			p, err := newPKI(dir, memberIDs(n, tc.witness))
 			if err != nil {
 				t.Fatal(err)
 			}
 			pools := map[netip.Prefix]string{}
 			for i := 1; i <= n; i++ {
-				text := nodeConfig(dir, p, i, n, 2*time.Second, swan)
+				text := nodeConfig(dir, p, i, n, tc.witness, 2*time.Second, swan)
 				path := filepath.Join(dir, nodeID(i)+".yaml")
 				if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 					t.Fatal(err)
@@ -45,13 +49,17 @@ func TestNodeConfigsLoad(t *testing.T) {
 					t.Fatalf("hike rejects node %d's configuration: %v\n%s", i, err, text)
 				}
 				cl := cfg.Cluster
-				if cl == nil || cl.NodeID != nodeID(i) || len(cl.Peers) != n || cl.Interface != clusterIf {
+				voters := n
+				if tc.witness {
+					voters++
+				}
+				if cl == nil || cl.NodeID != nodeID(i) || len(cl.Peers) != voters || cl.Interface != clusterIf {
 					t.Fatalf("node %d: cluster section %+v", i, cl)
 				}
 				if cl.KeyFile != p.ClusterKey || cl.TLS.CertFile != p.Certs[nodeID(i)] || cl.TLS.CAFile != p.CA {
 					t.Errorf("node %d: key %s, cert %s, CA %s", i, cl.KeyFile, cl.TLS.CertFile, cl.TLS.CAFile)
 				}
-				for j, peer := range cl.Peers {
+				for j, peer := range cl.Peers[:n] {
 					if peer.ID != nodeID(j+1) || peer.Address != netip.AddrPortFrom(nodeAddr(j+1), raftPort).String() ||
 						len(peer.VIPs) != 1 || peer.VIPs[0] != nodeVIP(j+1) || peer.Witness {
 						t.Errorf("node %d: peer %d is %+v", i, j+1, peer)
@@ -75,6 +83,12 @@ func TestNodeConfigsLoad(t *testing.T) {
 					id := "c7." + loadDomain(g)
 					if !load.Remote.ID.Matches(wire.ID_FQDN, []byte(id)) {
 						t.Errorf("node %d does not take simulated client %q", i, id)
+					}
+				}
+				if tc.witness {
+					if w := cl.Peers[n]; w.ID != witnessID || !w.Witness || len(w.VIPs) != 0 ||
+						w.Address != netip.AddrPortFrom(witnessAddr, raftPort).String() {
+						t.Errorf("node %d: witness peer %+v", i, w)
 					}
 				}
 				swanConn := cfg.Connection("swan")
@@ -103,19 +117,53 @@ func TestNodeConfigsLoad(t *testing.T) {
 
 var swanProposals = regexp.MustCompile(`\n\s*proposals = (\S+)`)
 
+// TestWitnessConfigLoads: the witness's configuration is one `hike
+// witness` accepts: a witness member of the same cluster, without the
+// cluster key or any connection.
+func TestWitnessConfigLoads(t *testing.T) {
+	dir := t.TempDir()
+	p, err := newPKI(dir, memberIDs(2, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := witnessConfig(dir, p, 2)
+	path := filepath.Join(dir, "witness.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("hike rejects the witness's configuration: %v\n%s", err, text)
+	}
+	cl := cfg.Cluster
+	if cl == nil || cl.NodeID != witnessID || cl.Self() == nil || !cl.Self().Witness || cl.KeyFile != "" || len(cl.Peers) != 3 {
+		t.Fatalf("cluster section %+v", cl)
+	}
+	if len(cfg.Connections) != 0 || cfg.ControlSocket != witnessSocket(dir) || cl.TLS.CertFile != p.Certs[witnessID] {
+		t.Errorf("witness: %d connections, socket %s, cert %s", len(cfg.Connections), cfg.ControlSocket, cl.TLS.CertFile)
+	}
+	for j, peer := range cl.Peers[:2] {
+		if peer.ID != nodeID(j+1) || len(peer.VIPs) != 1 || peer.VIPs[0] != nodeVIP(j+1) {
+			t.Errorf("peer %d: %+v", j+1, peer)
+		}
+	}
+}
+
 // TestPKI: each node's certificate names its node ID, chains to the CA and
 // serves both ends of a TLS connection; private material is 0600; the
 // cluster key and the PSK have the forms their readers take.
 func TestPKI(t *testing.T) {
 	dir := t.TempDir()
-	p, err := newPKI(dir, 3)
+	p, err := newPKI(dir, memberIDs(3, true))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(p.Certs) != 4 || p.Certs[witnessID] == "" {
+		t.Fatalf("certificates %v: want node1 to node3 and the witness", p.Certs)
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(readCert(t, p.CA))
-	for i := 1; i <= 3; i++ {
-		id := nodeID(i)
+	for _, id := range memberIDs(3, true) {
 		c := readCert(t, p.Certs[id])
 		if c.Subject.CommonName != id || len(c.DNSNames) != 1 || c.DNSNames[0] != id {
 			t.Errorf("%s: certificate names %q %v", id, c.Subject.CommonName, c.DNSNames)
@@ -137,7 +185,7 @@ func TestPKI(t *testing.T) {
 	if s := strings.TrimSpace(string(psk)); len(s) != 64 || strings.HasPrefix(s, "0x") {
 		t.Errorf("PSK %d characters: want 64 hex digits without 0x, the same text to hike serve and hike load", len(s))
 	}
-	q, err := newPKI(t.TempDir(), 3)
+	q, err := newPKI(t.TempDir(), memberIDs(3, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +240,7 @@ func TestClusterAddressing(t *testing.T) {
 		}
 	}
 	var outside []netip.Prefix
-	for i := 1; i <= maxNodes; i++ {
+	for i := 1; i <= maxVoters; i++ {
 		use(nodeAddr(i), nodeID(i))
 		use(nodeVIP(i).Addr(), nodeID(i)+"'s VIP")
 		use(loadAddr(i), "group "+nodeID(i))
@@ -218,10 +266,10 @@ func TestClusterAddressing(t *testing.T) {
 	}
 	// Each group's sources and each node's pool hold the most clients
 	// the lab runs.
-	for i := 1; i <= maxNodes; i++ {
+	for i := 1; i <= maxVoters; i++ {
 		for _, p := range []netip.Prefix{nodePool(i), loadSources(i)} {
-			if size := 1 << (32 - p.Bits()); size-2 < maxSimulated/minNodes+1 {
-				t.Errorf("%v holds %d addresses, fewer than %d clients", p, size-2, maxSimulated/minNodes+1)
+			if size := 1 << (32 - p.Bits()); size-2 < maxSimulated/2+1 {
+				t.Errorf("%v holds %d addresses, fewer than %d clients", p, size-2, maxSimulated/2+1)
 			}
 		}
 	}
@@ -609,7 +657,11 @@ func TestFailoverDefaults(t *testing.T) {
 	if err != nil || o.KillAfter != 6*time.Second {
 		t.Errorf("kill after %v (%v), want two DPD delays", o.KillAfter, err)
 	}
-	for _, good := range []Options{{Kill: KillLeader}, {Kill: KillFollower}, {Kill: KillBusiest}, {Kill: "node3"}, {Nodes: 5, Kill: "node5"}} {
+	o, err = Options{Hike: "/bin/true", Witness: true}.withDefaults()
+	if err != nil || o.Nodes != 2 {
+		t.Errorf("with a witness: %d nodes (%v), want the pair", o.Nodes, err)
+	}
+	for _, good := range []Options{{Witness: true, Nodes: 6}, {Kill: KillLeader}, {Kill: KillFollower}, {Kill: KillBusiest}, {Kill: "node3"}, {Nodes: 5, Kill: "node5"}} {
 		good.Hike = "/bin/true"
 		if _, err := good.withDefaults(); err != nil {
 			t.Errorf("%+v: %v", good, err)
@@ -618,8 +670,9 @@ func TestFailoverDefaults(t *testing.T) {
 	for _, bad := range []Options{
 		{Nodes: 2}, {Nodes: 8}, {Clients: maxSimulated + 1}, {StrongSwan: maxClients + 1},
 		{ClientKind: ClientStrongSwan, Clients: 3}, {DPD: 1500 * time.Millisecond}, {DPD: 500 * time.Millisecond},
+		{Witness: true, Nodes: 7}, {Witness: true, Nodes: 1}, {Nodes: 1},
 		{KillAfter: -time.Second}, {Kill: "node4"}, {Kill: "node0"}, {Kill: "node01"}, {Kill: "oldest"}, {Kill: "2"},
-		{Scenario: "tunnel", Nodes: 3}, {Scenario: "tunnel", StrongSwan: 1}, {Scenario: "tunnel", NoRFC6311: true}, {Scenario: "tunnel", Kill: KillLeader}, {Scenario: "tunnel", Clients: maxClients + 1},
+		{Scenario: "tunnel", Nodes: 3}, {Scenario: "tunnel", StrongSwan: 1}, {Scenario: "tunnel", NoRFC6311: true}, {Scenario: "tunnel", Kill: KillLeader}, {Scenario: "tunnel", Witness: true}, {Scenario: "tunnel", Clients: maxClients + 1},
 	} {
 		bad.Hike = "/bin/true"
 		if _, err := bad.withDefaults(); err == nil {
@@ -651,12 +704,12 @@ func TestOnlyNoSA(t *testing.T) {
 // and advertises RFC 6311 unless told not to.
 func TestLoadArgs(t *testing.T) {
 	dir := t.TempDir()
-	p, err := newPKI(dir, 3)
+	p, err := newPKI(dir, memberIDs(3, false))
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "node2.yaml")
-	if err := os.WriteFile(path, []byte(nodeConfig(dir, p, 2, 3, 2*time.Second, false)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(nodeConfig(dir, p, 2, 3, false, 2*time.Second, false)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(path)

@@ -44,8 +44,12 @@ type Options struct {
 	// (default 2s).
 	DPD   time.Duration
 	Pings int // echo requests per client, default 5; tunnel only
-	// Nodes is the failover scenario's cluster size, 3 (default) to 7.
+	// Nodes is the failover scenario's number of hike nodes: 3 (default)
+	// to 7 voters in all, a witness counting as one.
 	Nodes int
+	// Witness adds a `hike witness` voter to the failover scenario's
+	// cluster; with it Nodes defaults to 2, the pair a witness is for.
+	Witness bool
 	// StrongSwan adds strongSwan clients to the failover scenario; they
 	// ping through their tunnels across the kill.
 	StrongSwan int
@@ -254,8 +258,8 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 func (o Options) tunnelDefaults() (Options, error) {
-	if o.Nodes != 0 || o.StrongSwan != 0 || o.KillAfter != 0 || o.NoRFC6311 || o.Kill != "" {
-		return o, errors.New("lab: nodes, extra strongSwan clients, the kill and the RFC 6311 switch (--nodes, --strongswan, --kill, --kill-after, --rfc6311) are the failover scenario's")
+	if o.Nodes != 0 || o.Witness || o.StrongSwan != 0 || o.KillAfter != 0 || o.NoRFC6311 || o.Kill != "" {
+		return o, errors.New("lab: nodes, witness, extra strongSwan clients, the kill and the RFC 6311 switch (--nodes, --witness, --strongswan, --kill, --kill-after, --rfc6311) are the failover scenario's")
 	}
 	if o.Clients == 0 {
 		o.Clients = 1
@@ -283,11 +287,15 @@ func (o Options) failoverDefaults() (Options, error) {
 		return o, errors.New("lab: the failover scenario's --clients are simulated; add strongSwan clients with --strongswan N")
 	}
 	o.ClientKind = ""
-	if o.Nodes == 0 {
-		o.Nodes = 3
+	voters := 0
+	if o.Witness {
+		voters = 1
 	}
-	if o.Nodes < minNodes || o.Nodes > maxNodes {
-		return o, fmt.Errorf("lab: %d nodes: a cluster has %d to %d", o.Nodes, minNodes, maxNodes)
+	if o.Nodes == 0 {
+		o.Nodes = minVoters - voters
+	}
+	if v := o.Nodes + voters; o.Nodes < 2 || v < minVoters || v > maxVoters {
+		return o, fmt.Errorf("lab: %d nodes and %d witness: a cluster has %d to %d voters, at least 2 of them nodes", o.Nodes, voters, minVoters, maxVoters)
 	}
 	if o.Clients == 0 {
 		o.Clients = 300
