@@ -383,14 +383,25 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 		samples []sample
 		stop    = make(chan struct{})
 		done    = make(chan struct{})
+		halt    sync.Once
 	)
+	// The sampler never touches t: it may outlive a failed test by the
+	// moment the cleanups below take to stop it.
+	stopSampler := func() { halt.Do(func() { close(stop); <-done }) }
+	t.Cleanup(stopSampler)
 	go func() {
 		defer close(done)
 		tk := time.NewTicker(200 * time.Millisecond)
 		defer tk.Stop()
 		for {
-			if s, err := readCounters(a); err == nil {
-				s.c["p_drops"] = [2]uint64{uint64(rcvbufErrors(t, p)), 0}
+			s, err := readCounters(a)
+			if err == nil {
+				var n int
+				if n, err = udpRcvbufErrors(p); err == nil {
+					s.c["p_drops"] = [2]uint64{uint64(n), 0}
+				}
+			}
+			if err == nil {
 				mu.Lock()
 				samples = append(samples, s)
 				mu.Unlock()
@@ -408,8 +419,7 @@ func runPair(t *testing.T, hike string, clients, dpd int) result {
 	s := runLoad(t, c, hike, "--clients", strconv.Itoa(clients), "--rate", env("HIKE_BENCH_RATE", "500/s"),
 		"--dpd", strconv.Itoa(dpd), "--hold", hold.String(),
 		"--watch-pid", strconv.Itoa(pidA), "--watch-pid", strconv.Itoa(pidP))
-	close(stop)
-	<-done
+	stopSampler()
 	must(t, tcpd.Stop(5*time.Second))
 	r := result{clients: clients, dpd: dpd, established: s.Established, dpdPerS: s.DPD.PerSecond,
 		dpdTimeouts: s.DPD.Timeouts, loadBefore: load0, loadAfter: loadAvg(), setupS: s.SetupElapsed}
@@ -592,8 +602,16 @@ func haLines(log string) string {
 // them: what overflows is lost.
 func rcvbufErrors(t *testing.T, ns *netlab.NS) int {
 	t.Helper()
-	out, err := ns.Run("cat", "/proc/net/snmp")
+	n, err := udpRcvbufErrors(ns)
 	must(t, err)
+	return n
+}
+
+func udpRcvbufErrors(ns *netlab.NS) (int, error) {
+	out, err := ns.Run("cat", "/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
 	var names []string
 	for _, l := range strings.Split(string(out), "\n") {
 		f := strings.Fields(l)
@@ -606,13 +624,11 @@ func rcvbufErrors(t *testing.T, ns *netlab.NS) int {
 		}
 		for i, n := range names {
 			if n == "RcvbufErrors" && i < len(f) {
-				v, _ := strconv.Atoi(f[i])
-				return v
+				return strconv.Atoi(f[i])
 			}
 		}
 	}
-	t.Fatalf("no UDP RcvbufErrors in %s's /proc/net/snmp", ns.Name)
-	return 0
+	return 0, fmt.Errorf("no UDP RcvbufErrors in %s's /proc/net/snmp", ns.Name)
 }
 
 // renice sets the nice value of every thread of pid: the passive node's
