@@ -379,7 +379,7 @@ func TestFailoverWithoutStrongSwan(t *testing.T) {
 	if r.Scenario != "failover" || r.Failover == nil {
 		t.Fatalf("default scenario %q, failover section %v", r.Scenario, r.Failover != nil)
 	}
-	checkFailoverReport(t, &r, 90)
+	checkFailoverReport(t, &r, failover{clients: 90})
 	m := regexp.MustCompile(`lab: namespaces (\S+)\*, files in (\S+)`).FindStringSubmatch(stderr.String())
 	if m == nil {
 		t.Fatal("the lab did not say where it worked")
@@ -392,13 +392,23 @@ func TestFailoverWithoutStrongSwan(t *testing.T) {
 	}
 }
 
-// checkFailoverReport asserts what a failover with clients simulated
-// clients must show.
-func checkFailoverReport(t *testing.T, r *lab.Report, clients int) {
+// failover is what a run was asked for.
+type failover struct {
+	clients   int  // simulated clients
+	members   int  // voters: 3 unless said
+	noRFC6311 bool // the simulated clients do not advertise it
+}
+
+// checkFailoverReport asserts what a failover run as want must show.
+func checkFailoverReport(t *testing.T, r *lab.Report, want failover) {
 	t.Helper()
 	f := r.Failover
-	if len(f.Nodes) != 3 || f.LeaderBefore == "" {
-		t.Errorf("nodes %v, leader %q: want 3 and a leader", f.Nodes, f.LeaderBefore)
+	clients := want.clients
+	if want.members == 0 {
+		want.members = 3
+	}
+	if len(f.Nodes) != want.members || f.LeaderBefore == "" {
+		t.Errorf("members %v, leader %q: want %d and a leader", f.Nodes, f.LeaderBefore, want.members)
 	}
 	before := 0
 	for _, n := range f.SAsBefore {
@@ -419,11 +429,15 @@ func checkFailoverReport(t *testing.T, r *lab.Report, clients int) {
 		t.Errorf("killed node's SAs %d (%d before), restored %d, resynced %d of %d with RFC 6311",
 			f.KilledSAs, f.SAsBefore[f.Killed], f.Restored, f.Resynced, f.KilledSAsRFC6311)
 	}
-	// hike load advertises RFC 6311: every simulated client's SA resyncs.
-	if f.KilledSAsRFC6311 < f.KilledSAs-len(r.Clients) {
+	// hike load advertises RFC 6311 unless told not to: every simulated
+	// client's SA resyncs, or none.
+	switch {
+	case want.noRFC6311 && f.KilledSAsRFC6311 > len(r.Clients):
+		t.Errorf("%d of the killed node's %d SAs negotiated RFC 6311, want only strongSwan's", f.KilledSAsRFC6311, f.KilledSAs)
+	case !want.noRFC6311 && f.KilledSAsRFC6311 < f.KilledSAs-len(r.Clients):
 		t.Errorf("%d of the killed node's %d SAs negotiated RFC 6311", f.KilledSAsRFC6311, f.KilledSAs)
 	}
-	if f.TakeoverMS <= 0 || f.TakeoverMS > 5000 || f.LastResyncMS < f.TakeoverMS {
+	if f.TakeoverMS <= 0 || f.TakeoverMS > 5000 || (f.KilledSAsRFC6311 > 0 && f.LastResyncMS < f.TakeoverMS) {
 		t.Errorf("takeover after %d ms, last resync after %d ms", f.TakeoverMS, f.LastResyncMS)
 	}
 	after := 0
@@ -446,7 +460,10 @@ func checkFailoverReport(t *testing.T, r *lab.Report, clients int) {
 	if established != int64(clients) || up != int64(clients) || timeouts != 0 {
 		t.Errorf("simulated clients: %d established, %d up at the end, %d DPD timeouts", established, up, timeouts)
 	}
-	if resyncs < int64(f.KilledSAs-len(r.Clients)) {
+	switch {
+	case want.noRFC6311 && resyncs != 0:
+		t.Errorf("simulated clients without RFC 6311 answered %d resyncs", resyncs)
+	case !want.noRFC6311 && resyncs < int64(f.KilledSAs-len(r.Clients)):
 		t.Errorf("simulated clients answered %d resyncs; the killed node had %d of their SAs", resyncs, f.KilledSAs)
 	}
 	if f.Steady.PeriodMS <= 0 || f.Steady.NodeDPDSent == 0 {
@@ -482,7 +499,7 @@ func TestRunFailoverStrongSwan(t *testing.T) {
 	if err != nil || !r.OK {
 		t.Fatalf("Run: %v", err)
 	}
-	checkFailoverReport(t, r, 30)
+	checkFailoverReport(t, r, failover{clients: 30})
 	if len(r.Clients) != 3 {
 		t.Fatalf("%d strongSwan clients in the report, want 3", len(r.Clients))
 	}
@@ -541,4 +558,48 @@ func processesWith(t *testing.T, s string) []string {
 		}
 	}
 	return pids
+}
+
+// TestRunFailoverVariants: a pair of nodes with a witness, and simulated
+// clients without RFC 6311 (the cluster replicates their counters instead
+// of resynchronising them), each keep every SA through the kill.
+func TestRunFailoverVariants(t *testing.T) {
+	requireFailover(t, 0)
+	for _, tc := range []struct {
+		name   string
+		o      lab.Options
+		want   failover
+		prefix string
+	}{
+		{"witness", lab.Options{Witness: true, Clients: 40}, failover{clients: 40}, "hktfw"},
+		{"no-rfc6311", lab.Options{NoRFC6311: true, Clients: 60}, failover{clients: 60, noRFC6311: true}, "hktfn"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Cleanup(func() {
+				for _, ns := range namespaces(t, tc.prefix) {
+					exec.Command("ip", "netns", "del", ns).Run()
+				}
+			})
+			var progress strings.Builder
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			o := tc.o
+			o.Hike, o.Prefix, o.Progress = hike(t), tc.prefix, &progress
+			r, err := lab.Run(ctx, o)
+			t.Logf("%s", progress.String())
+			if r == nil {
+				t.Fatalf("Run: %v", err)
+			}
+			var b strings.Builder
+			r.WriteText(&b)
+			t.Logf("report:\n%s", b.String())
+			if err != nil || !r.OK {
+				t.Fatalf("Run: %v", err)
+			}
+			checkFailoverReport(t, r, tc.want)
+			if nss := namespaces(t, tc.prefix); len(nss) != 0 {
+				t.Errorf("namespaces left behind: %v", nss)
+			}
+		})
+	}
 }
