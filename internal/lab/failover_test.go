@@ -358,10 +358,9 @@ func TestTakenOver(t *testing.T) {
 	}
 }
 
-// TestParseStatus reads a status in the shape `hike cluster status --json`
-// prints (typed here by hand).
-func TestParseStatus(t *testing.T) {
-	const js = `{"node":"node2","leader":"node2","serving":true,"witness":false,"term":3,"applied_index":812,
+// statusJSON is a status in the shape `hike cluster status --json` prints
+// (typed here by hand).
+const statusJSON = `{"node":"node2","leader":"node2","serving":true,"witness":false,"term":3,"applied_index":812,
 "members":[{"id":"node1","address":"10.99.0.11:7946","witness":false,"leader":false,"reachable":false,"last_contact_ms":1450},
 {"id":"node2","address":"10.99.0.12:7946","witness":false,"leader":true,"reachable":true,"last_contact_ms":0},
 {"id":"node3","address":"10.99.0.13:7946","witness":false,"leader":false,"reachable":true,"last_contact_ms":40}],
@@ -370,7 +369,10 @@ func TestParseStatus(t *testing.T) {
 "sas":{"node2":100,"node3":200},
 "replication":{"entries":40,"sa_puts":330,"sa_deletes":2,"vip_moves":1,"entry_bytes":52000,"tx_bytes":901234,"rx_bytes":45678},
 "unknown_field":[1,2]}`
-	st, err := parseStatus([]byte(js))
+
+// TestParseStatus reads statusJSON.
+func TestParseStatus(t *testing.T) {
+	st, err := parseStatus([]byte(statusJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,10 +401,9 @@ func TestParseStatus(t *testing.T) {
 	}
 }
 
-// TestParseLoadSummary finds the summary after whatever `hike load` wrote
-// before it, nested objects included.
-func TestParseLoadSummary(t *testing.T) {
-	out := `time=2026-11-27T18:00:00Z level=WARN msg="something {odd}"
+// loadOutput is what `hike load --json` may print: a log line, then its
+// summary (typed here by hand, abridged).
+var loadOutput = `time=2026-11-27T18:00:00Z level=WARN msg="something {odd}"
 { not json
 {
   "target": "10.99.1.1:500",
@@ -421,7 +422,11 @@ func TestParseLoadSummary(t *testing.T) {
   "retransmits": 7
 }
 `
-	s, err := parseLoadSummary(out)
+
+// TestParseLoadSummary finds the summary after whatever `hike load` wrote
+// before it, nested objects included.
+func TestParseLoadSummary(t *testing.T) {
+	s, err := parseLoadSummary(loadOutput)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -754,4 +759,25 @@ func TestLoadArgs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzFailoverParsers: what the failover scenario reads from hike's
+// control socket, hike load and ping takes anything without panicking, and
+// a gap is never negative.
+func FuzzFailoverParsers(f *testing.F) {
+	for _, seed := range []string{statusJSON, loadOutput, "", "{\n", "64 bytes from x: icmp_seq=3 ttl=1\n2 packets transmitted",
+		"64 bytes from x: icmp_seq=99999999999999999999 ttl=1\n"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if st, err := parseStatus([]byte(s)); err == nil {
+			st.owner(nodeVIP(1).Addr())
+			st.member("node1")
+		}
+		parseLoadSummary(s)
+		gap := longestGap(s, time.Millisecond)
+		if gap < 0 {
+			t.Fatalf("negative gap %d", gap)
+		}
+	})
 }
