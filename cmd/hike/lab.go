@@ -20,6 +20,7 @@ func newLabCmd() *cobra.Command {
 	var (
 		o        lab.Options
 		jsonOut  bool
+		rfc6311  bool
 		scenario string
 	)
 	var names []string
@@ -55,6 +56,7 @@ non-zero on failure or when interrupted before the report.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Scenario = scenario
+			o.NoRFC6311 = !rfc6311
 			o.Progress = cmd.ErrOrStderr()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -91,8 +93,7 @@ non-zero on failure or when interrupted before the report.`,
 	f.DurationVar(&o.DPD, "dpd", 0, "failover: DPD delay of clients and nodes (default 2s); tunnel: how long to watch DPD with the tunnels idle (default 4s)")
 	f.StringVar(&o.Kill, "kill", "", "failover: the node to kill: busiest (default: the most SAs), leader, follower (the busiest one) or a node ID")
 	f.DurationVar(&o.KillAfter, "kill-after", 0, "failover: steady DPD with every client up before the kill (default 2 DPD delays)")
-	rfc6311 := f.Bool("rfc6311", true, "failover: simulated clients advertise RFC 6311 (false: the cluster replicates their counters instead)")
-	cmd.PreRun = func(*cobra.Command, []string) { o.NoRFC6311 = !*rfc6311 }
+	f.BoolVar(&rfc6311, "rfc6311", true, "failover: simulated clients advertise RFC 6311 (false: the cluster replicates their counters instead)")
 	f.IntVar(&o.Pings, "pings", 0, "tunnel: echo requests per client through its tunnel (default 5)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&o.Keep, "keep", false, "leave the lab up for exploration until Ctrl-C")
