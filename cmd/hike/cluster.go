@@ -77,7 +77,7 @@ func newClusterCmd() *cobra.Command {
 		}
 	}
 	join := membership("join", "Make this node a voter again after it left", "/v1/cluster/join", "joined the cluster's voters")
-	leave := membership("leave", "Take this node out of the voters (it must serve no VIP)", "/v1/cluster/leave", "left the cluster's voters")
+	leave := membership("leave", "Take this node out of the voters; its VIPs move to the other concentrators first", "/v1/cluster/leave", "left the cluster's voters")
 	for _, c := range []*cobra.Command{handback, join, leave} {
 		c.Flags().DurationVar(&f.timeout, "timeout", 0, "how long to wait for the outcome (default: the daemon's, 30s)")
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -181,7 +182,8 @@ func (n *Node) serveRequest(req []byte, peer string) (byte, string) {
 	case err == nil:
 		return fwdOK, msg
 	case errors.Is(err, errRefused):
-		return fwdRefused, err.Error()
+		// The caller wraps the reason in errRefused again (statusError).
+		return fwdRefused, strings.TrimPrefix(err.Error(), errRefused.Error()+": ")
 	default:
 		return fwdRetry, err.Error()
 	}
