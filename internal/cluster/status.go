@@ -33,8 +33,10 @@ type Takeover struct {
 	SAs     int        `json:"sas"`     // SAs restored
 	Synced  int        `json:"synced"`  // of which may send again (synchronised, or needing no sync)
 	Failed  int        `json:"failed"`  // RFC 6311 syncs that failed (those SAs are deleted)
-	// RestoredMS is the time from Started to the last SA restored,
+	// OpenedMS is the time from Started to the VIP's records decrypted,
+	// RestoredMS to the last SA restored,
 	// SyncedMS to the last SA synced or failed (-1 while under way).
+	OpenedMS   int64 `json:"opened_ms"`
 	RestoredMS int64 `json:"restored_ms"`
 	SyncedMS   int64 `json:"synced_ms"`
 }

@@ -201,6 +201,7 @@ func (m *member) take(a netip.Addr, p netip.Prefix) {
 		m.d.log.Warn("cluster: some records do not open", "err", err)
 	}
 	tk := m.newTakeover(a, start)
+	tk.opened()
 	opts := ike.RestoreOptions{Stale: true, FreshReqIDs: true, Synced: tk.synced}
 	restored := 0
 	for len(mine) > 0 {
@@ -426,6 +427,12 @@ func (tk *takeover) synced(_ ike.SAKey, err error) {
 		tk.st.Synced++
 	}
 	tk.check()
+}
+
+func (tk *takeover) opened() {
+	tk.mu.Lock()
+	tk.st.OpenedMS = time.Since(tk.st.Started).Milliseconds()
+	tk.mu.Unlock()
 }
 
 func (tk *takeover) restoredAll(n int) {

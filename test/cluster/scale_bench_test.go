@@ -1,8 +1,12 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -111,6 +115,15 @@ func TestBenchFailoverScale(t *testing.T) {
 	time.Sleep(2 * dpdDur)
 	before, _ := e.status(2)
 	killed := 1
+	profiled := make(chan error, 1)
+	if f := os.Getenv("HIKE_BENCH_PROFILE"); f != "" {
+		// A CPU profile of the likely taker (least loaded, ties by ID:
+		// node2) from just before the kill until its takeover is over.
+		go func() { profiled <- cpuProfile(e.socket(2), 8*time.Second, f) }()
+		time.Sleep(200 * time.Millisecond)
+	} else {
+		profiled <- nil
+	}
 	killAt := e.kill(killed)
 	t.Logf("node%d killed", killed)
 
@@ -120,6 +133,7 @@ func TestBenchFailoverScale(t *testing.T) {
 		SAs        int       `json:"sas"`
 		Synced     int       `json:"synced"`
 		Failed     int       `json:"failed"`
+		OpenedMS   int64     `json:"opened_ms"`
 		RestoredMS int64     `json:"restored_ms"`
 		SyncedMS   int64     `json:"synced_ms"`
 	}
@@ -157,6 +171,9 @@ func TestBenchFailoverScale(t *testing.T) {
 	detect := tk.Started.Sub(killAt)
 	lastSynced := detect + time.Duration(tk.SyncedMS)*time.Millisecond
 
+	if err := <-profiled; err != nil {
+		t.Errorf("profile: %v", err)
+	}
 	// DPD goes on through the taker; then the clients' view.
 	time.Sleep(2 * dpdDur)
 	after, _ := e.status(taker)
@@ -189,6 +206,7 @@ func TestBenchFailoverScale(t *testing.T) {
 		Taker          string        `json:"taker"`
 		SAsMoved       int           `json:"sas_moved"`
 		DetectMS       int64         `json:"kill_to_takeover_ms"`
+		OpenedMS       int64         `json:"takeover_to_records_opened_ms"`
 		RestoredMS     int64         `json:"takeover_to_last_restored_ms"`
 		SyncedMS       int64         `json:"takeover_to_last_synced_ms"`
 		KillToSyncedMS int64         `json:"kill_to_last_synced_ms"`
@@ -196,7 +214,7 @@ func TestBenchFailoverScale(t *testing.T) {
 		SAsLost        int           `json:"sas_lost"`
 		Groups         []groupReport `json:"groups"`
 		EntriesDuring  uint64        `json:"raft_entries_kill_to_end"`
-	}{clients, dpd, setup.Seconds(), nodeID(taker), tk.SAs, detect.Milliseconds(), tk.RestoredMS, tk.SyncedMS,
+	}{clients, dpd, setup.Seconds(), nodeID(taker), tk.SAs, detect.Milliseconds(), tk.OpenedMS, tk.RestoredMS, tk.SyncedMS,
 		lastSynced.Milliseconds(), tk.Failed, lost, reps, 0}
 	if before != nil && after != nil {
 		report.EntriesDuring = after.Replication.Entries - before.Replication.Entries
@@ -243,6 +261,32 @@ func (e *env) addScaleLoad(k int, vip netip.Addr, n, rate int, dpd string) (*loa
 	}
 	e.loads = append(e.loads, g)
 	return g, nil
+}
+
+// cpuProfile fetches a CPU profile of d from the daemon behind the
+// control socket sock into file.
+func cpuProfile(sock string, d time.Duration, file string) error {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var dl net.Dialer
+		return dl.DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Get(fmt.Sprintf("http://hike/debug/pprof/profile?seconds=%d", int(d.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: %s", resp.Status)
+	}
+	out, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func benchEnv(k, def string) string {
