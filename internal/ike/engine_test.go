@@ -19,7 +19,7 @@ import (
 // strongSwan tests live in test/interop; this one checks the state
 // machines' logic quickly and deterministically.
 type pair struct {
-	t       *testing.T
+	t       testing.TB
 	a, b    *Engine
 	aAddr   netip.AddrPort
 	bAddr   netip.AddrPort
@@ -56,11 +56,11 @@ func testConns(psk string) (client, server *Conn) {
 	return client, server
 }
 
-func newPair(t *testing.T, client, server *Conn) *pair {
+func newPair(t testing.TB, client, server *Conn) *pair {
 	return newPairCookies(t, client, server, -1)
 }
 
-func newPairCookies(t *testing.T, client, server *Conn, cookies int) *pair {
+func newPairCookies(t testing.TB, client, server *Conn, cookies int) *pair {
 	p := &pair{t: t, aAddr: netip.MustParseAddrPort("192.0.2.1:500"), bAddr: netip.MustParseAddrPort("192.0.2.2:500"),
 		sent: map[string][][]byte{}, cookies: cookies}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
