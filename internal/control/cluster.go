@@ -49,6 +49,21 @@ func (h *handler) clusterSvc(w http.ResponseWriter) (ClusterService, bool) {
 	return cs, ok
 }
 
+// clusterOp starts a cluster operation: the service, the body decoded
+// into req, and a context bounded by the timeout the body names.
+func (h *handler) clusterOp(w http.ResponseWriter, r *http.Request, req any, timeout *string) (ClusterService, context.Context, context.CancelFunc, bool) {
+	cs, ok := h.clusterSvc(w)
+	if !ok || !decode(w, r, req) {
+		return nil, nil, nil, false
+	}
+	d, ok := h.wait(w, *timeout)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return cs, ctx, cancel, true
+}
+
 func (h *handler) clusterStatus(w http.ResponseWriter, _ *http.Request) {
 	if cs, ok := h.clusterSvc(w); ok {
 		writeJSON(w, http.StatusOK, cs.ClusterStatus())
@@ -56,19 +71,11 @@ func (h *handler) clusterStatus(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (h *handler) clusterHandback(w http.ResponseWriter, r *http.Request) {
-	cs, ok := h.clusterSvc(w)
-	if !ok {
-		return
-	}
 	var req HandbackRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	timeout, ok := h.wait(w, req.Timeout)
+	cs, ctx, cancel, ok := h.clusterOp(w, r, &req, &req.Timeout)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	node := req.Node
 	if node == "" {
@@ -85,19 +92,11 @@ func (h *handler) clusterHandback(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) clusterMembership(join bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		cs, ok := h.clusterSvc(w)
-		if !ok {
-			return
-		}
 		var req WaitRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		timeout, ok := h.wait(w, req.Timeout)
+		cs, ctx, cancel, ok := h.clusterOp(w, r, &req, &req.Timeout)
 		if !ok {
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		op, what := cs.Leave, "leave"
 		if join {

@@ -176,26 +176,27 @@ func newPKI(dir string, ids []string) (*pki, error) {
 			return nil, err
 		}
 	}
-	var ck [32]byte
-	if _, err := rand.Read(ck[:]); err != nil {
+	if err := writeRandomHex(p.ClusterKey); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(p.ClusterKey, []byte(hex.EncodeToString(ck[:])+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	clear(ck[:])
 	// `hike load` takes a key file's text as the key, where hike serve
 	// and strongSwan would decode a 0x prefix: a key written as plain hex
 	// digits is the same 64 characters to all three.
-	var psk [32]byte
-	if _, err := rand.Read(psk[:]); err != nil {
+	if err := writeRandomHex(p.PSK); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(p.PSK, []byte(hex.EncodeToString(psk[:])+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	clear(psk[:])
 	return p, nil
+}
+
+// writeRandomHex writes 32 random octets as 64 hex digits, readable by
+// the owner only.
+func writeRandomHex(path string) error {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return err
+	}
+	defer clear(k[:])
+	return os.WriteFile(path, []byte(hex.EncodeToString(k[:])+"\n"), 0o600)
 }
 
 func serial() *big.Int {
