@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"io"
+	"maps"
 	"net/netip"
 	"testing"
 
@@ -217,4 +218,55 @@ func TestFSMStaleWriter(t *testing.T) {
 	if e := f.sas[SAKey{1, 1}]; string(e.blob) != "b1" {
 		t.Fatalf("the owner's write was refused: %q", e.blob)
 	}
+}
+
+// TestFSMOwnedCounts: the per-owner counts follow puts, deletes, VIP
+// moves and a snapshot restore, as a walk over the SAs would count them.
+func TestFSMOwnedCounts(t *testing.T) {
+	f := newFSM(nil)
+	walk := func(f *fsm) map[string]int {
+		m := map[string]int{}
+		for _, e := range f.sas {
+			m[e.owner]++
+		}
+		return m
+	}
+	check := func(f *fsm, what string) {
+		t.Helper()
+		got := map[string]int{}
+		for o, c := range f.owned {
+			if c != 0 {
+				got[o] = c
+			}
+		}
+		if want := walk(f); !maps.Equal(got, want) {
+			t.Fatalf("%s: counts %v, walk %v", what, got, want)
+		}
+	}
+	other := netip.MustParseAddr("198.51.100.9")
+	apply(t, f, appendVIP(nil, vip1, "", "a"))
+	cmd := appendSAHeader(nil, "a")
+	for i := range 5 {
+		local := vip1
+		if i%2 == 0 {
+			local = other
+		}
+		cmd = appendOp(cmd, &saOp{key: SAKey{uint64(i), 1}, local: local, blob: []byte("x")})
+	}
+	apply(t, f, cmd)
+	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{key: SAKey{0, 1}, local: other, blob: []byte("again")}))
+	check(f, "puts")
+	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{del: true, key: SAKey{2, 1}}))
+	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{del: true, key: SAKey{99, 1}}))
+	check(f, "deletes")
+	apply(t, f, appendVIP(nil, vip1, "a", "b"))
+	check(f, "VIP move")
+	if f.owned["b"] != 2 || f.owned["a"] != 2 {
+		t.Fatalf("after the move: %v", f.owned)
+	}
+	g := newFSM(nil)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	check(g, "snapshot")
 }

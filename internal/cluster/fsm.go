@@ -26,9 +26,12 @@ type saEntry struct {
 // deterministic and never fails on a well-formed command; a command it
 // cannot parse is skipped on every node alike.
 type fsm struct {
-	mu   sync.RWMutex
-	sas  map[SAKey]*saEntry
-	vips map[netip.Addr]string
+	mu  sync.RWMutex
+	sas map[SAKey]*saEntry
+	// owned counts the SAs per owner, kept as sas changes: `hike cluster
+	// status` reads it without walking tens of thousands of entries.
+	owned map[string]int
+	vips  map[netip.Addr]string
 	// notify is called with each ownership change, outside mu.
 	notify func(Event)
 	stats  fsmStats
@@ -61,7 +64,7 @@ func (f *fsm) writable(owner string, op *saOp) bool {
 }
 
 func newFSM(notify func(Event)) *fsm {
-	return &fsm{sas: map[SAKey]*saEntry{}, vips: map[netip.Addr]string{}, notify: notify}
+	return &fsm{sas: map[SAKey]*saEntry{}, owned: map[string]int{}, vips: map[netip.Addr]string{}, notify: notify}
 }
 
 // errOwnerChanged is the answer to a VIP compare-and-set that lost a race:
@@ -94,11 +97,17 @@ func (f *fsm) Apply(l *raft.Log) any {
 				continue
 			}
 			if op.del {
-				delete(f.sas, op.key)
+				if e, ok := f.sas[op.key]; ok {
+					f.owned[e.owner]--
+					delete(f.sas, op.key)
+				}
 				dels++
 				continue
 			}
 			puts++
+			if _, ok := f.sas[op.key]; !ok {
+				f.owned[c.owner]++ // an existing SA keeps its owner (writable)
+			}
 			// A copy: the entry's buffer would otherwise stay alive as long as
 			// any one of its records, and raft makes no promise about reuse.
 			f.sas[op.key] = &saEntry{owner: c.owner, local: op.local, blob: bytes.Clone(op.blob)}
@@ -140,6 +149,8 @@ func (f *fsm) setVIP(vip netip.Addr, from, to string) {
 	for _, e := range f.sas {
 		if e.owner == from && e.local == vip {
 			e.owner = to
+			f.owned[from]--
+			f.owned[to]++
 		}
 	}
 }
@@ -290,9 +301,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if s.err != nil {
 		return fmt.Errorf("cluster: snapshot: %w", s.err)
 	}
+	owned := map[string]int{}
+	for _, e := range sas {
+		owned[e.owner]++
+	}
 	f.mu.Lock()
 	old := f.vips
-	f.vips, f.sas = vips, sas
+	f.vips, f.sas, f.owned = vips, sas, owned
 	f.mu.Unlock()
 	// Report each VIP whose owner the snapshot changed, as if the commands
 	// had been applied one by one.

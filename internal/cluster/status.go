@@ -128,8 +128,10 @@ func (n *Node) Status() Status {
 	}
 
 	n.fsm.mu.RLock()
-	for _, e := range n.fsm.sas {
-		st.SAs[e.owner]++
+	for o, c := range n.fsm.owned {
+		if c > 0 {
+			st.SAs[o] = c
+		}
 	}
 	n.fsm.mu.RUnlock()
 	return st
