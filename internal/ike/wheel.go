@@ -42,12 +42,13 @@ func newWheel(tick time.Duration, nslots int, fire func(*SA)) *wheel {
 // any pending deadline.
 func (w *wheel) schedule(sa *SA, d time.Duration) {
 	n := &sa.timer
-	n.sa = sa
 	ticks := int64((d + w.tick - 1) / w.tick)
 	if ticks < 1 {
 		ticks = 1
 	}
 	w.mu.Lock()
+	// advance reads n.sa under w.mu, for nodes of any slot.
+	n.sa = sa
 	w.unlink(n)
 	n.at = w.now + ticks
 	head := &w.slots[n.at%int64(len(w.slots))]
