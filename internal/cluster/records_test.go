@@ -19,6 +19,11 @@ func TestRecordsOn(t *testing.T) {
 	if err := n1.ApplyRecords(context.Background(), recs); err != nil {
 		t.Fatal(err)
 	}
+	// Committed on the leader; node1 may apply it a moment later.
+	waitFor(t, 5*time.Second, "the records applied on node1", func() bool {
+		all, _ := n1.Records("node1")
+		return len(all) == 3
+	})
 	on, err := n1.RecordsOn("node1", vip1)
 	if err != nil || len(on) != 2 {
 		t.Fatalf("on %v: %d records, %v", vip1, len(on), err)
@@ -27,9 +32,6 @@ func TestRecordsOn(t *testing.T) {
 		if r.Local.Addr() != vip1 {
 			t.Fatalf("record on %v", r.Local)
 		}
-	}
-	if all, _ := n1.Records("node1"); len(all) != 3 {
-		t.Fatalf("all of node1's: %d", len(all))
 	}
 	if other, _ := n1.RecordsOn("node2", vip1); len(other) != 0 {
 		t.Fatalf("node2's on %v: %d", vip1, len(other))
