@@ -31,6 +31,17 @@ type SAKey struct{ SPIi, SPIr uint64 }
 type Changes struct {
 	Put     []Record
 	Deleted []SAKey
+	// MIDs are the Message IDs of SAs without RFC 6311 whose record is
+	// otherwise unchanged: a few octets where a record is a kilobyte,
+	// for what such SAs do most, exchange DPD.
+	MIDs []MIDs
+}
+
+// MIDs are an SA's Message IDs as its record would give them: NextSend
+// is the Message ID of the request in flight, if any, else the next one.
+type MIDs struct {
+	Key                SAKey
+	NextSend, NextRecv uint32
 }
 
 // counterRecordAge is how old the last record of an RFC 6311 SA may get
@@ -65,9 +76,17 @@ func (e *Engine) touch(sa *SA) {
 // exchange; sa.mu is held. Only an SA without RFC 6311 needs recording
 // for it.
 func (e *Engine) midMoved(sa *SA) {
-	if !sa.ext.MIDSync {
-		e.touch(sa)
+	if sa.ext.MIDSync {
+		return
 	}
+	e.dirty.Store(true)
+	if sa.dirty || sa.midsDirty || !e.repl.on.Load() {
+		return
+	}
+	sa.midsDirty = true
+	e.repl.mu.Lock()
+	e.repl.changed = append(e.repl.changed, sa)
+	e.repl.mu.Unlock()
 }
 
 // markChanged puts sa on the change list unless it is there; sa.mu is held.
@@ -76,6 +95,9 @@ func (e *Engine) markChanged(sa *SA) {
 		return
 	}
 	sa.dirty = true
+	if sa.midsDirty {
+		return // listed already; the whole record will go
+	}
 	e.repl.mu.Lock()
 	e.repl.changed = append(e.repl.changed, sa)
 	e.repl.mu.Unlock()
@@ -84,9 +106,11 @@ func (e *Engine) markChanged(sa *SA) {
 // TakeChanges returns, and forgets, what changed since the last call: a
 // record of every established SA that changed (established, rekeyed, its
 // Child SAs created, rekeyed or deleted, synchronised, moved, a
-// reservation renewed, and for an SA without RFC 6311 every Message ID
-// that moved), and the key of every established SA that ended. An SA
-// handed over by Release is not reported as ended: it lives on elsewhere.
+// reservation renewed), the Message IDs of every SA without RFC 6311
+// that only exchanged messages (MIDs), and the key of every established
+// SA that ended. An SA handed over by Release is not reported as ended:
+// it lives on elsewhere. A key in Put may also be in MIDs, with the
+// record's values or older ones: the record wins.
 //
 // With counters, SAs whose ESP sequence numbers moved since their last
 // record are recorded too: every such SA without RFC 6311, and an RFC
@@ -115,9 +139,13 @@ func (e *Engine) TakeChanges(counters bool) Changes {
 		sa.mu.Lock()
 		// An SA listed twice (RecordsOn cleared it in between) is
 		// reported once.
-		if sa.dirty {
-			sa.dirty = false
+		switch {
+		case sa.dirty:
+			sa.dirty, sa.midsDirty = false, false
 			e.collect(sa, now, &ch)
+		case sa.midsDirty:
+			sa.midsDirty = false
+			e.collectMIDs(sa, now, &ch)
 		}
 		sa.mu.Unlock()
 	}
@@ -131,7 +159,7 @@ func (e *Engine) TakeChanges(counters bool) Changes {
 			sa.mu.Lock()
 			if sa.taken != r.polls && sa.state == StateEstablished && sa.keys != nil &&
 				(first || e.countersMoved(sa, now)) {
-				sa.dirty = false
+				sa.dirty, sa.midsDirty = false, false
 				e.collect(sa, now, &ch)
 			}
 			sa.mu.Unlock()
@@ -158,6 +186,20 @@ func (e *Engine) collect(sa *SA, now time.Time, ch *Changes) {
 			ch.Deleted = append(ch.Deleted, SAKey{SPIi: sa.spiI, SPIr: sa.spiR})
 		}
 	}
+}
+
+// collectMIDs adds sa's Message IDs to ch, or what collect would for an
+// SA that is no longer established; sa.mu is held.
+func (e *Engine) collectMIDs(sa *SA, now time.Time, ch *Changes) {
+	if sa.released || sa.state != StateEstablished || sa.keys == nil {
+		e.collect(sa, now, ch)
+		return
+	}
+	send := sa.nextSend
+	if sa.out != nil {
+		send = sa.out.mid // as record does for an SA without RFC 6311
+	}
+	ch.MIDs = append(ch.MIDs, MIDs{Key: SAKey{SPIi: sa.spiI, SPIr: sa.spiR}, NextSend: send, NextRecv: sa.nextRecv})
 }
 
 // countersMoved reports whether sa's ESP sequence numbers moved since its
@@ -203,7 +245,7 @@ func (e *Engine) RecordsOn(local netip.Addr) []Record {
 	for _, sa := range e.sasOn(local) {
 		sa.mu.Lock()
 		if sa.state == StateEstablished && sa.keys != nil && addrOf(sa.local) == local {
-			sa.dirty = false
+			sa.dirty, sa.midsDirty = false, false
 			out = append(out, e.record(sa, now, true))
 		}
 		sa.mu.Unlock()

@@ -161,28 +161,36 @@ func TestChangesDPDWithoutMIDSync(t *testing.T) {
 		dpd(t, p.a, a)
 	}
 	c := p.b.TakeChanges(false)
-	if len(c.Put) != 1 || len(c.Deleted) != 0 {
-		t.Fatalf("3 DPDs from the peer: %d puts, %d deletes", len(c.Put), len(c.Deleted))
+	if len(c.Put) != 0 || len(c.Deleted) != 0 || len(c.MIDs) != 1 {
+		t.Fatalf("3 DPDs from the peer: %d puts, %d deletes, %d MIDs", len(c.Put), len(c.Deleted), len(c.MIDs))
 	}
 	a.mu.Lock()
 	aSend := a.nextSend
 	a.mu.Unlock()
-	if got := c.Put[0].NextRecv; got != aSend {
-		t.Fatalf("recorded next receive %d, peer's next send %d", got, aSend)
+	if got := c.MIDs[0]; got.NextRecv != aSend || got.Key != keyOf(b) {
+		t.Fatalf("replicated next receive %d of %v, peer's next send %d", got.NextRecv, got.Key, aSend)
 	}
 	dpd(t, p.b, b)
 	c = p.b.TakeChanges(false)
-	if len(c.Put) != 1 {
-		t.Fatalf("DPD of ours: %d puts", len(c.Put))
+	if len(c.MIDs) != 1 || len(c.Put) != 0 {
+		t.Fatalf("DPD of ours: %d MIDs, %d puts", len(c.MIDs), len(c.Put))
 	}
 	a.mu.Lock()
 	aRecv := a.nextRecv
 	a.mu.Unlock()
-	if got := c.Put[0].NextSend; got != aRecv {
-		t.Fatalf("recorded next send %d, peer expects %d", got, aRecv)
+	if got := c.MIDs[0].NextSend; got != aRecv {
+		t.Fatalf("replicated next send %d, peer expects %d", got, aRecv)
 	}
-	if c := p.b.TakeChanges(false); len(c.Put) != 0 {
-		t.Fatalf("nothing happened, yet %d puts", len(c.Put))
+	if c := p.b.TakeChanges(false); len(c.Put)+len(c.MIDs) != 0 {
+		t.Fatalf("nothing happened, yet %d puts, %d MIDs", len(c.Put), len(c.MIDs))
+	}
+	// A structural change while Message IDs are pending: one whole record.
+	dpd(t, p.a, a)
+	b.mu.Lock()
+	p.b.touch(b)
+	b.mu.Unlock()
+	if c := p.b.TakeChanges(false); len(c.Put) != 1 || len(c.MIDs) != 0 {
+		t.Fatalf("DPD then a change: %d puts, %d MIDs", len(c.Put), len(c.MIDs))
 	}
 
 	// A request of ours in flight: the record names its Message ID, which
@@ -361,12 +369,17 @@ func TestTakeoverWithoutMIDSync(t *testing.T) {
 			server.MIDSync, server.ReplaySync = false, false
 			p := newPair(t, client, server)
 			a, b := establishTracked(t, p)
+			// What a successor opens: the last whole record with the
+			// Message IDs replicated since.
+			base := p.b.Records()
 			dpd(t, p.a, a)
 			dpd(t, p.b, b)
-			recs := p.b.TakeChanges(false).Put
-			if len(recs) != 1 {
-				t.Fatalf("%d records", len(recs))
+			mids := p.b.TakeChanges(false).MIDs
+			if len(base) != 1 || len(mids) != 1 || mids[0].Key != keyOf(b) {
+				t.Fatalf("%d records, %d MIDs", len(base), len(mids))
 			}
+			base[0].NextSend, base[0].NextRecv = mids[0].NextSend, mids[0].NextRecv
+			recs := base
 			if tc.peerAfter {
 				dpd(t, p.a, a)
 			}

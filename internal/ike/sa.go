@@ -116,15 +116,18 @@ type SA struct {
 	// ikeCollision is set while the peer's rekey of this SA crosses ours.
 	ikeCollision *ikeCollision
 	// Replication (changes.go). dirty says the SA waits in the engine's
-	// change list; replAt is when its last replicated record was made,
+	// change list for a whole record, midsDirty for its Message IDs only
+	// (an SA without RFC 6311 that only exchanged messages); replAt is when
+	// its last replicated record was made,
 	// taken the number of the TakeChanges call that made it. gone says its
 	// deletion was reported, released that it was handed to another node
 	// and must not be reported deleted.
-	dirty    bool
-	gone     bool
-	released bool
-	replAt   time.Time
-	taken    uint64
+	dirty     bool
+	midsDirty bool
+	gone      bool
+	released  bool
+	replAt    time.Time
+	taken     uint64
 	// After a takeover from a possibly stale record of an SA without RFC
 	// 6311, the previous owner may have answered one more request of the
 	// peer's (recvSlack) or had its own answered (sendSlack) than the
