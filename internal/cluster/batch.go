@@ -28,6 +28,7 @@ type pendingOps struct {
 	done chan error
 }
 
+// opSize bounds an op's encoded size (for a delete or Message IDs too).
 func opSize(op *saOp) int { return 1 + 16 + 17 + 10 + len(op.blob) }
 
 // submit queues ops and waits for their commit. A call larger than

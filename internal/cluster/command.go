@@ -17,8 +17,9 @@ const (
 )
 
 const (
-	opPut byte = 1
-	opDel byte = 2
+	opPut  byte = 1
+	opDel  byte = 2
+	opMIDs byte = 3 // an SA's Message IDs, in the clear: they are on the wire anyway
 )
 
 // SAKey names an IKE SA cluster-wide.
@@ -30,10 +31,12 @@ type SAKey struct {
 // clear, the local address the SA lives on: the FSM moves SAs with their
 // VIP without decrypting anything.
 type saOp struct {
-	del   bool
-	key   SAKey
-	local netip.Addr
-	blob  []byte
+	del        bool
+	mids       bool
+	key        SAKey
+	local      netip.Addr
+	blob       []byte
+	send, recv uint32 // mids
 }
 
 type command struct {
@@ -78,6 +81,13 @@ func appendOp(b []byte, op *saOp) []byte {
 		b = binary.BigEndian.AppendUint64(b, op.key.SPIi)
 		return binary.BigEndian.AppendUint64(b, op.key.SPIr)
 	}
+	if op.mids {
+		b = append(b, opMIDs)
+		b = binary.BigEndian.AppendUint64(b, op.key.SPIi)
+		b = binary.BigEndian.AppendUint64(b, op.key.SPIr)
+		b = binary.BigEndian.AppendUint32(b, op.send)
+		return binary.BigEndian.AppendUint32(b, op.recv)
+	}
 	b = append(b, opPut)
 	b = binary.BigEndian.AppendUint64(b, op.key.SPIi)
 	b = binary.BigEndian.AppendUint64(b, op.key.SPIr)
@@ -116,6 +126,14 @@ func (r *reader) bytes(n int) []byte {
 	v := r.b[:n:n]
 	r.b = r.b[n:]
 	return v
+}
+
+func (r *reader) u32() uint32 {
+	v := r.bytes(4)
+	if v == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint32(v)
 }
 
 func (r *reader) u64() uint64 {
@@ -169,6 +187,10 @@ func decodeCommand(b []byte) (*command, error) {
 			case opDel:
 				op.del = true
 				op.key = SAKey{r.u64(), r.u64()}
+			case opMIDs:
+				op.mids = true
+				op.key = SAKey{r.u64(), r.u64()}
+				op.send, op.recv = r.u32(), r.u32()
 			default:
 				return nil, errCommand
 			}

@@ -17,6 +17,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		{del: true, key: SAKey{3, 4}},
 		{key: SAKey{5, 6}, local: v6, blob: nil},
 		{key: SAKey{7, 8}, blob: []byte{0}},
+		{mids: true, key: SAKey{9, 10}, send: 7, recv: 0xfffffffe},
 	}
 	b := appendSAHeader(nil, "node2")
 	for i := range ops {
@@ -31,7 +32,8 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 	for i, op := range c.ops {
 		w := ops[i]
-		if op.del != w.del || op.key != w.key || op.local != w.local || !bytes.Equal(op.blob, w.blob) {
+		if op.del != w.del || op.mids != w.mids || op.key != w.key || op.local != w.local || !bytes.Equal(op.blob, w.blob) ||
+			op.send != w.send || op.recv != w.recv {
 			t.Fatalf("op %d: %+v, want %+v", i, op, w)
 		}
 	}
@@ -110,6 +112,7 @@ func TestFSMSnapshotRoundTrip(t *testing.T) {
 		cmd = appendOp(cmd, &saOp{key: SAKey{uint64(i), 9}, local: vip1, blob: bytes.Repeat([]byte{byte(i)}, i*40)})
 	}
 	apply(t, f, cmd)
+	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{mids: true, key: SAKey{7, 9}, send: 70, recv: 71}))
 	var events []Event
 	g := newFSM(func(e Event) { events = append(events, e) })
 	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
@@ -120,7 +123,8 @@ func TestFSMSnapshotRoundTrip(t *testing.T) {
 	}
 	for k, e := range f.sas {
 		h := g.sas[k]
-		if h == nil || h.owner != e.owner || h.local != e.local || !bytes.Equal(h.blob, e.blob) {
+		if h == nil || h.owner != e.owner || h.local != e.local || !bytes.Equal(h.blob, e.blob) ||
+			h.hasMIDs != e.hasMIDs || h.send != e.send || h.recv != e.recv {
 			t.Fatalf("SA %v differs", k)
 		}
 	}
@@ -269,4 +273,30 @@ func TestFSMOwnedCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(g, "snapshot")
+}
+
+// TestFSMMIDs: Message ID updates land on the owner's SA, are refused
+// from anyone else and for SAs the state does not hold, and give way to
+// the next whole record.
+func TestFSMMIDs(t *testing.T) {
+	f := newFSM(nil)
+	apply(t, f, appendVIP(nil, vip1, "", "a"))
+	mids := func(owner string, k SAKey, send, recv uint32) []byte {
+		return appendOp(appendSAHeader(nil, owner), &saOp{mids: true, key: k, send: send, recv: recv})
+	}
+	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{key: SAKey{1, 1}, local: vip1, blob: []byte("r1")}))
+	apply(t, f, mids("a", SAKey{1, 1}, 5, 6))
+	apply(t, f, mids("b", SAKey{1, 1}, 50, 60))
+	apply(t, f, mids("a", SAKey{2, 2}, 5, 6))
+	e := f.sas[SAKey{1, 1}]
+	if !e.hasMIDs || e.send != 5 || e.recv != 6 || f.sas[SAKey{2, 2}] != nil {
+		t.Fatalf("after updates: %+v", e)
+	}
+	if f.stats.saMIDs.Load() != 1 || f.stats.saStale.Load() != 2 {
+		t.Fatalf("applied %d, refused %d", f.stats.saMIDs.Load(), f.stats.saStale.Load())
+	}
+	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{key: SAKey{1, 1}, local: vip1, blob: []byte("r2")}))
+	if e := f.sas[SAKey{1, 1}]; e.hasMIDs {
+		t.Fatal("a whole record kept older Message IDs")
+	}
 }

@@ -20,6 +20,10 @@ type saEntry struct {
 	owner string
 	local netip.Addr
 	blob  []byte
+	// Message IDs replicated after the record (an SA without RFC 6311
+	// that exchanged messages since): they replace the record's.
+	hasMIDs    bool
+	send, recv uint32
 }
 
 // fsm is the replicated state: SA records and VIP ownership. Apply is
@@ -44,7 +48,7 @@ type fsm struct {
 // fsmStats counts what this copy of the state applied: log entries of SA
 // and VIP commands (a snapshot restore counts nothing).
 type fsmStats struct {
-	entries, entryBytes, saPuts, saDeletes, vipMoves atomic.Uint64
+	entries, entryBytes, saPuts, saDeletes, saMIDs, vipMoves atomic.Uint64
 	// saStale counts SA writes refused because the writer no longer
 	// serves the SA.
 	saStale atomic.Uint64
@@ -55,6 +59,9 @@ type fsmStats struct {
 func (f *fsm) writable(owner string, op *saOp) bool {
 	if e, ok := f.sas[op.key]; ok {
 		return e.owner == owner
+	}
+	if op.mids {
+		return false // Message IDs of an SA the state does not hold
 	}
 	if op.del {
 		return true
@@ -84,7 +91,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	f.stats.entryBytes.Add(uint64(len(l.Data)))
 	switch c.kind {
 	case cmdSAs:
-		var dels, puts uint64
+		var dels, puts, mids uint64
 		f.mu.Lock()
 		for i := range c.ops {
 			op := &c.ops[i]
@@ -94,6 +101,13 @@ func (f *fsm) Apply(l *raft.Log) any {
 			// new owner, or delete what the new owner restored.
 			if !f.writable(c.owner, op) {
 				f.stats.saStale.Add(1)
+				continue
+			}
+			if op.mids {
+				if e := f.sas[op.key]; e != nil {
+					e.hasMIDs, e.send, e.recv = true, op.send, op.recv
+					mids++
+				}
 				continue
 			}
 			if op.del {
@@ -115,6 +129,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		f.mu.Unlock()
 		f.stats.saDeletes.Add(dels)
 		f.stats.saPuts.Add(puts)
+		f.stats.saMIDs.Add(mids)
 		return nil
 	case cmdVIP:
 		f.mu.Lock()
@@ -158,8 +173,12 @@ func (f *fsm) setVIP(vip netip.Addr, from, to string) {
 // A snapshot writes the sealed records as they are.
 //
 // Layout: magic | uvarint #vips | (addr, owner)* | uvarint #sas |
-// (spi_i, spi_r, owner, addr, uvarint len, blob)*.
-const snapMagic = "hike-cluster-fsm-v1\n"
+// (spi_i, spi_r, owner, addr, uvarint len, blob, mids)*, where mids is
+// 0, or 1 and the two Message IDs (v2; v1 snapshots have no mids).
+const (
+	snapMagic   = "hike-cluster-fsm-v2\n"
+	snapMagicV1 = "hike-cluster-fsm-v1\n"
+)
 
 type fsmSnapshot struct {
 	vips map[netip.Addr]string
@@ -197,6 +216,11 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		b = appendAddr(b, e.local)
 		b = binary.AppendUvarint(b, uint64(len(e.blob)))
 		b = append(b, e.blob...)
+		if e.hasMIDs {
+			b = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(append(b, 1), e.send), e.recv)
+		} else {
+			b = append(b, 0)
+		}
 		if len(b) > 32<<10 {
 			if _, err := w.Write(b); err != nil {
 				sink.Cancel()
@@ -245,6 +269,14 @@ func (s *snapReader) byte() byte {
 	return v
 }
 
+func (s *snapReader) u32() uint32 {
+	b := s.full(4)
+	if len(b) != 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(b)
+}
+
 func (s *snapReader) uvarint() uint64 {
 	if s.err != nil {
 		return 0
@@ -276,7 +308,9 @@ const maxBlob = 1 << 20
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	s := &snapReader{r: bufio.NewReaderSize(rc, 64<<10)}
-	if string(s.full(len(snapMagic))) != snapMagic {
+	magic := string(s.full(len(snapMagic)))
+	v2 := magic == snapMagic
+	if !v2 && magic != snapMagicV1 {
 		if s.err != nil {
 			return fmt.Errorf("cluster: snapshot: %w", s.err)
 		}
@@ -296,6 +330,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			return errors.New("cluster: snapshot: record too large")
 		}
 		e.blob = s.full(int(l))
+		if v2 && s.byte() == 1 {
+			e.hasMIDs = true
+			e.send, e.recv = s.u32(), s.u32()
+		}
 		sas[k] = e
 	}
 	if s.err != nil {

@@ -73,7 +73,7 @@ func TestStatus(t *testing.T) {
 	if got, want := keysOf(sub.VIPs[0]), []string{"home", "owner", "vip"}; !slices.Equal(got, want) {
 		t.Errorf("VIP keys %v, want %v", got, want)
 	}
-	if got, want := keysOf(sub.Replication), []string{"entries", "entry_bytes", "rx_bytes", "sa_deletes", "sa_puts", "sa_refused", "tx_bytes", "vip_moves"}; !slices.Equal(got, want) {
+	if got, want := keysOf(sub.Replication), []string{"entries", "entry_bytes", "rx_bytes", "sa_deletes", "sa_mids", "sa_puts", "sa_refused", "tx_bytes", "vip_moves"}; !slices.Equal(got, want) {
 		t.Errorf("replication keys %v, want %v", got, want)
 	}
 	if !strings.Contains(string(b), `"vip":"192.0.2.11"`) {

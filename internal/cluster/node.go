@@ -366,14 +366,16 @@ func (n *Node) records(match func(*saEntry) bool) ([]ike.Record, error) {
 		return nil, errors.New("cluster: a witness holds no cluster key")
 	}
 	type sealed struct {
-		k    SAKey
-		blob []byte
+		k          SAKey
+		blob       []byte
+		hasMIDs    bool
+		send, recv uint32
 	}
 	var todo []sealed
 	n.fsm.mu.RLock()
 	for k, e := range n.fsm.sas {
 		if match(e) {
-			todo = append(todo, sealed{k, e.blob})
+			todo = append(todo, sealed{k, e.blob, e.hasMIDs, e.send, e.recv})
 		}
 	}
 	n.fsm.mu.RUnlock()
@@ -385,6 +387,9 @@ func (n *Node) records(match func(*saEntry) bool) ([]ike.Record, error) {
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if s.hasMIDs {
+			r.NextSend, r.NextRecv = s.send, s.recv
 		}
 		out = append(out, r)
 	}
@@ -407,6 +412,24 @@ func (n *Node) ApplyRecords(ctx context.Context, recs []ike.Record) error {
 	ops, err := n.seal.seal(recs)
 	if err != nil {
 		return err
+	}
+	return n.batch.submit(ctx, ops)
+}
+
+// ApplyMIDs replicates the Message IDs of SAs this node serves, batched
+// like ApplyRecords, a few dozen octets each: what an SA without RFC 6311
+// needs replicated after each exchange. Records opens the record with
+// them; the next ApplyRecords of the SA replaces them.
+func (n *Node) ApplyMIDs(ctx context.Context, mids []ike.MIDs) error {
+	if n.seal == nil {
+		return errors.New("cluster: a witness holds no SAs")
+	}
+	if len(mids) == 0 {
+		return nil
+	}
+	ops := make([]saOp, len(mids))
+	for i, m := range mids {
+		ops[i] = saOp{mids: true, key: SAKey{SPIi: m.Key.SPIi, SPIr: m.Key.SPIr}, send: m.NextSend, recv: m.NextRecv}
 	}
 	return n.batch.submit(ctx, ops)
 }

@@ -37,3 +37,27 @@ func TestRecordsOn(t *testing.T) {
 		t.Fatalf("node2's on %v: %d", vip1, len(other))
 	}
 }
+
+// TestApplyMIDs: Message IDs replicated after a record reach every node's
+// copy, and the record opens with them.
+func TestApplyMIDs(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	tc.startAll()
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	waitFor(t, 5*time.Second, "VIPs claimed", func() bool { return n1.VIPs()[vip1] == "node1" && n1.Serving() })
+	rec := testRecord(1, vip1)
+	if err := n1.ApplyRecords(context.Background(), []ike.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	m := ike.MIDs{Key: ike.SAKey{SPIi: rec.SPIi, SPIr: rec.SPIr}, NextSend: rec.NextSend + 7, NextRecv: rec.NextRecv + 9}
+	if err := n1.ApplyMIDs(context.Background(), []ike.MIDs{m}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the Message IDs on node3", func() bool {
+		got, _ := n3.Records("node1")
+		return len(got) == 1 && got[0].NextSend == m.NextSend && got[0].NextRecv == m.NextRecv
+	})
+	if st := n3.Status(); st.Replication.SAMIDs != 1 {
+		t.Fatalf("node3 applied %d Message ID updates", st.Replication.SAMIDs)
+	}
+}

@@ -70,7 +70,9 @@ type ReplicationStatus struct {
 	Entries   uint64 `json:"entries"`
 	SAPuts    uint64 `json:"sa_puts"`
 	SADeletes uint64 `json:"sa_deletes"`
-	VIPMoves  uint64 `json:"vip_moves"`
+	// SAMIDs counts Message ID updates (ApplyMIDs) applied.
+	SAMIDs   uint64 `json:"sa_mids"`
+	VIPMoves uint64 `json:"vip_moves"`
 	// SARefused counts SA writes refused because the writer no longer
 	// served the SA: late writes across a takeover or handback.
 	SARefused  uint64 `json:"sa_refused"`
@@ -93,7 +95,7 @@ func (n *Node) Status() Status {
 	fs := &n.fsm.stats
 	st.Replication = ReplicationStatus{
 		Entries: fs.entries.Load(), EntryBytes: fs.entryBytes.Load(),
-		SAPuts: fs.saPuts.Load(), SADeletes: fs.saDeletes.Load(), VIPMoves: fs.vipMoves.Load(),
+		SAPuts: fs.saPuts.Load(), SADeletes: fs.saDeletes.Load(), SAMIDs: fs.saMIDs.Load(), VIPMoves: fs.vipMoves.Load(),
 		SARefused: fs.saStale.Load(),
 	}
 	if n.isStarted() {
