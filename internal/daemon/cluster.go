@@ -54,16 +54,17 @@ type member struct {
 
 	// Changes that raft has not taken yet, newest per SA; a delete
 	// replaces a put. flushMu serialises the replicator and stop.
-	flushMu sync.Mutex
-	pendPut map[cluster.SAKey]ike.Record
-	pendDel map[cluster.SAKey]bool
+	flushMu  sync.Mutex
+	pendPut  map[cluster.SAKey]ike.Record
+	pendMIDs map[cluster.SAKey]ike.MIDs
+	pendDel  map[cluster.SAKey]bool
 }
 
 func newMember(d *Daemon) (*member, error) {
 	c := d.cfg.Cluster
 	m := &member{d: d, self: c.NodeID, ifname: c.Interface, vips: map[netip.Addr]netip.Prefix{},
 		held: map[netip.Addr]bool{}, up: map[netip.Addr]bool{},
-		pendPut: map[cluster.SAKey]ike.Record{}, pendDel: map[cluster.SAKey]bool{}}
+		pendPut: map[cluster.SAKey]ike.Record{}, pendMIDs: map[cluster.SAKey]ike.MIDs{}, pendDel: map[cluster.SAKey]bool{}}
 	for _, p := range c.Peers {
 		for _, v := range p.VIPs {
 			m.vips[v.Addr()] = v
@@ -332,11 +333,17 @@ func (m *member) flush(ctx context.Context, ch ike.Changes) {
 	for _, k := range ch.Deleted {
 		ck := cluster.SAKey{SPIi: k.SPIi, SPIr: k.SPIr}
 		delete(m.pendPut, ck)
+		delete(m.pendMIDs, ck)
 		m.pendDel[ck] = true
 	}
+	for _, x := range ch.MIDs {
+		m.pendMIDs[cluster.SAKey{SPIi: x.Key.SPIi, SPIr: x.Key.SPIr}] = x
+	}
 	for _, r := range ch.Put {
+		// The record carries the newest Message IDs.
 		ck := cluster.SAKey{SPIi: r.SPIi, SPIr: r.SPIr}
 		delete(m.pendDel, ck)
+		delete(m.pendMIDs, ck)
 		m.pendPut[ck] = r
 	}
 	if len(m.pendPut) > 0 {
@@ -356,6 +363,21 @@ func (m *member) flush(ctx context.Context, ch ike.Changes) {
 			return
 		}
 		clear(m.pendPut)
+	}
+	if len(m.pendMIDs) > 0 {
+		// The cluster refuses the Message IDs of SAs this node no longer
+		// serves; they need no filter here.
+		mids := make([]ike.MIDs, 0, len(m.pendMIDs))
+		for _, x := range m.pendMIDs {
+			mids = append(mids, x)
+		}
+		if err := m.node.ApplyMIDs(ctx, mids); err != nil {
+			if !errors.Is(err, context.Canceled) {
+				m.d.log.Warn("cluster: cannot replicate Message IDs; will retry", "sas", len(mids), "err", err)
+			}
+			return
+		}
+		clear(m.pendMIDs)
 	}
 	if len(m.pendDel) > 0 {
 		keys := make([]cluster.SAKey, 0, len(m.pendDel))

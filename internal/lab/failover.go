@@ -516,6 +516,7 @@ func (e *env) replication(ctx context.Context) (Replication, error) {
 		}
 		rep.Entries = max(rep.Entries, st.Replication.Entries)
 		rep.SAPuts = max(rep.SAPuts, st.Replication.SAPuts)
+		rep.SAMIDs = max(rep.SAMIDs, st.Replication.SAMIDs)
 		rep.SADeletes = max(rep.SADeletes, st.Replication.SADeletes)
 		rep.VIPMoves = max(rep.VIPMoves, st.Replication.VIPMoves)
 		rep.TxBytes += st.Replication.TxBytes
@@ -578,7 +579,8 @@ func steady(ctx context.Context, e *env, r *Report) error {
 	e.cl.beforeKill = after
 	r.Failover.Steady = Steady{PeriodMS: time.Since(t0).Milliseconds(),
 		NodeDPDSent: sent1 - sent0, NodeDPDAnswered: ans1 - ans0,
-		Entries: after.Entries - before.Entries, SAPuts: after.SAPuts - before.SAPuts, TxBytes: after.TxBytes - before.TxBytes}
+		Entries: after.Entries - before.Entries, SAPuts: after.SAPuts - before.SAPuts, SAMIDs: after.SAMIDs - before.SAMIDs,
+		TxBytes: after.TxBytes - before.TxBytes}
 	return nil
 }
 

@@ -86,6 +86,7 @@ type Steady struct {
 	NodeDPDAnswered uint64 `json:"node_dpd_answered"`
 	Entries         uint64 `json:"raft_entries"`
 	SAPuts          uint64 `json:"sa_puts"`
+	SAMIDs          uint64 `json:"sa_mid_updates"` // Message IDs of SAs without RFC 6311
 	TxBytes         uint64 `json:"tx_bytes"`
 }
 
@@ -98,7 +99,7 @@ type Gap struct {
 // Replication is what the lab reads of the nodes' replication counters:
 // the most entries and commands any node applied, the bytes all sent.
 type Replication struct {
-	Entries, SAPuts, SADeletes, VIPMoves, TxBytes uint64
+	Entries, SAPuts, SAMIDs, SADeletes, VIPMoves, TxBytes uint64
 }
 
 // Replicated is what raft carried from the kill to the end of the run:
@@ -256,8 +257,8 @@ func writeFailover(b *strings.Builder, r *Report) {
 		fmt.Fprintf(b, "%-11s%s\n", "before", perNode(f.SAsBefore))
 	}
 	if s := f.Steady; s.PeriodMS > 0 {
-		fmt.Fprintf(b, "%-11s%s of DPD: the nodes sent %d requests, %d answered; raft replicated %d entries (%d SA puts), the nodes sent %s\n",
-			"steady", ms(s.PeriodMS), s.NodeDPDSent, s.NodeDPDAnswered, s.Entries, s.SAPuts, bytes(s.TxBytes))
+		fmt.Fprintf(b, "%-11s%s of DPD: the nodes sent %d requests, %d answered; raft replicated %d entries (%d SA puts, %d Message ID updates), the nodes sent %s\n",
+			"steady", ms(s.PeriodMS), s.NodeDPDSent, s.NodeDPDAnswered, s.Entries, s.SAPuts, s.SAMIDs, bytes(s.TxBytes))
 	}
 	if f.Killed != "" {
 		role := "a follower"
@@ -432,6 +433,7 @@ type clusterStatus struct {
 	Replication struct {
 		Entries   uint64 `json:"entries"`
 		SAPuts    uint64 `json:"sa_puts"`
+		SAMIDs    uint64 `json:"sa_mids"`
 		SADeletes uint64 `json:"sa_deletes"`
 		VIPMoves  uint64 `json:"vip_moves"`
 		TxBytes   uint64 `json:"tx_bytes"`

@@ -592,7 +592,7 @@ func TestWriteFailover(t *testing.T) {
 		"hike lab: failover: test\n",
 		"cluster    node1 at 10.99.0.11:7946, VIP 10.99.1.1, namespace hkl1n1, leader\n",
 		"before     node1 100, node2 100, node3 100 (300 IKE SAs)\n",
-		"steady     4s of DPD: the nodes sent 290 requests, 290 answered; raft replicated 0 entries (0 SA puts), the nodes sent 3000 B\n",
+		"steady     4s of DPD: the nodes sent 290 requests, 290 answered; raft replicated 0 entries (0 SA puts, 0 Message ID updates), the nodes sent 3000 B\n",
 		"kill       node1 (the leader, VIP 10.99.1.1, 100 IKE SAs, 100 with RFC 6311): link down, SIGKILL\n",
 		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n",
 		"takeover   new leader node2 after 1.2s, VIP 10.99.1.1 taken over by node3 after 1.5s\n           node2 not serving from 500ms to 1.2s after the kill; node3 not serving from 480ms to 1.3s after the kill\nresync     100 of 100 SAs restored on node3, listed 1.5s after the kill; 100 of 100 resynchronised (RFC 6311), the first 1.5s and the last 1.7s after the kill\n",

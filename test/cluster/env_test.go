@@ -385,6 +385,7 @@ type replication struct {
 	Entries    uint64 `json:"entries"`
 	SAPuts     uint64 `json:"sa_puts"`
 	SADeletes  uint64 `json:"sa_deletes"`
+	SAMIDs     uint64 `json:"sa_mids"`
 	VIPMoves   uint64 `json:"vip_moves"`
 	EntryBytes uint64 `json:"entry_bytes"`
 	TxBytes    uint64 `json:"tx_bytes"`
@@ -392,8 +393,9 @@ type replication struct {
 }
 
 func (r replication) sub(o replication) replication {
-	return replication{r.Entries - o.Entries, r.SAPuts - o.SAPuts, r.SADeletes - o.SADeletes, r.VIPMoves - o.VIPMoves,
-		r.EntryBytes - o.EntryBytes, r.TxBytes - o.TxBytes, r.RxBytes - o.RxBytes}
+	return replication{Entries: r.Entries - o.Entries, SAPuts: r.SAPuts - o.SAPuts, SADeletes: r.SADeletes - o.SADeletes,
+		SAMIDs: r.SAMIDs - o.SAMIDs, VIPMoves: r.VIPMoves - o.VIPMoves, EntryBytes: r.EntryBytes - o.EntryBytes,
+		TxBytes: r.TxBytes - o.TxBytes, RxBytes: r.RxBytes - o.RxBytes}
 }
 
 func (e *env) status(i int) (*status, error) {

@@ -48,18 +48,23 @@ func TestReplicationTraffic(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	d, x = e.steady(t, true)
-	t.Logf("peers without RFC 6311 (%d SAs, DPD every %v): in %v %d DPD exchanges; raft: %d entries, %d SA puts (%.2f per exchange), %d entry bytes (%.0f per entry); transport tx %d rx %d bytes (all nodes)",
-		nodes*perVIP, dpd, replWindow, x, d.Entries, d.SAPuts, float64(d.SAPuts)/float64(max(x, 1)), d.EntryBytes,
-		float64(d.EntryBytes)/float64(max(d.Entries, 1)), d.TxBytes, d.RxBytes)
+	t.Logf("peers without RFC 6311 (%d SAs, DPD every %v): in %v %d DPD exchanges; raft: %d entries, %d SA puts, %d Message ID updates (%.2f per exchange), %d entry bytes (%.0f per update); transport tx %d rx %d bytes (all nodes)",
+		nodes*perVIP, dpd, replWindow, x, d.Entries, d.SAPuts, d.SAMIDs, float64(d.SAMIDs)/float64(max(x, 1)), d.EntryBytes,
+		float64(d.EntryBytes)/float64(max(d.SAMIDs, 1)), d.TxBytes, d.RxBytes)
 	switch {
 	case x < uint64(nodes*perVIP)*uint64(replWindow/dpd)/2:
 		t.Errorf("only %d DPD exchanges in %v: the clients did not probe", x, replWindow)
-	// Each exchange is a put unless two of one SA fall into one 100 ms
-	// flush; the window's edges may split one either way.
-	case float64(d.SAPuts) < 0.8*float64(x) || d.SAPuts > x+uint64(nodes*perVIP):
-		t.Errorf("%d SA puts for %d exchanges of SAs without RFC 6311; want about one each", d.SAPuts, x)
-	case d.Entries > d.SAPuts:
-		t.Errorf("%d raft entries for %d SA puts: not coalesced", d.Entries, d.SAPuts)
+	// Each exchange is a Message ID update unless two of one SA fall into
+	// one 100 ms flush; the window's edges may split one either way. A
+	// DPD changes nothing else, so no whole record goes.
+	case float64(d.SAMIDs) < 0.8*float64(x) || d.SAMIDs > x+uint64(nodes*perVIP):
+		t.Errorf("%d Message ID updates for %d exchanges of SAs without RFC 6311; want about one each", d.SAMIDs, x)
+	case d.SAPuts != 0:
+		t.Errorf("%d whole records for DPD alone", d.SAPuts)
+	case d.Entries > d.SAMIDs:
+		t.Errorf("%d raft entries for %d updates: not coalesced", d.Entries, d.SAMIDs)
+	case d.EntryBytes > 64*d.SAMIDs+64*d.Entries:
+		t.Errorf("%d entry bytes for %d Message ID updates in %d entries: not compact", d.EntryBytes, d.SAMIDs, d.Entries)
 	}
 }
 
