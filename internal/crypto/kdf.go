@@ -64,13 +64,15 @@ func rekeySKEYSEED(p *PRF, oldSKd, gir, ni, nr []byte) []byte {
 //
 // IKEKeys formats as "[redacted]" under every fmt verb and in slog, so that
 // a stray log line cannot leak them. Call Zero when the SA dies.
+//
+// The derived keys share one buffer, but IKEKeys keeps no header of its own
+// for it: the seven keys cover it, and an eighth slice would push the
+// struct from the 176-octet size class to 192, for every SA.
 type IKEKeys struct {
 	D      []byte // SK_d, keys Child SAs and the next IKE SA
 	Ai, Ar []byte // SK_ai, SK_ar: integrity of messages from initiator, responder
 	Ei, Er []byte // SK_ei, SK_er: encryption of messages from initiator, responder
 	Pi, Pr []byte // SK_pi, SK_pr: AUTH payload of initiator, responder
-
-	buf []byte
 }
 
 // NewIKEKeys derives the keys of a new IKE SA from IKE_SA_INIT:
@@ -109,7 +111,7 @@ func deriveIKEKeys(prf *PRF, encr *Encr, integ *Integ, seed, ni, nr []byte, spii
 	if err := prf.Plus(buf, seed, ni, nr, spis[:]); err != nil {
 		return nil, err
 	}
-	k := &IKEKeys{buf: buf}
+	k := &IKEKeys{}
 	s := splitter{buf}
 	k.D = s.next(prf.Size)
 	k.Ai, k.Ar = s.next(aLen), s.next(aLen)
@@ -120,7 +122,7 @@ func deriveIKEKeys(prf *PRF, encr *Encr, integ *Integ, seed, ni, nr []byte, spii
 
 // Zero overwrites the keys and drops them.
 func (k *IKEKeys) Zero() {
-	for _, b := range [...][]byte{k.D, k.Ai, k.Ar, k.Ei, k.Er, k.Pi, k.Pr, k.buf} {
+	for _, b := range [...][]byte{k.D, k.Ai, k.Ar, k.Ei, k.Er, k.Pi, k.Pr} {
 		clear(b)
 	}
 	*k = IKEKeys{}

@@ -33,28 +33,42 @@ var errNotTail = errors.New("crypto: encrypted payload is not the tail of the me
 // An SK keeps per-direction scratch space so that sealing and opening do not
 // allocate; it is not safe for concurrent use. hike serializes the exchanges
 // of an IKE SA on its shard's worker, which is the only caller.
+//
+// A concentrator holds tens of thousands of SKs, nearly all of them with an
+// AEAD, so the struct holds only what an AEAD needs (96 octets, a size class
+// of its own); the CBC and HMAC state lives behind cbc, allocated only for
+// the suites that use it.
 type SK struct {
-	encr   *Encr
-	integ  *Integ // nil for an AEAD
-	icvLen int
-	out    skDir
-	in     skDir
+	encr *Encr
+	cbc  *skCBC // nil for an AEAD
+	out  aeadDir
+	in   aeadDir
 	// iv is the next explicit IV an AEAD sends. RFC 5282 §3.1 lets it be a
 	// counter as long as it never repeats under one key.
 	iv      uint64
 	ivSpent bool
+	icvLen  uint8 // at most 32 (HMAC-SHA2-512-256); a byte keeps the struct at 96 octets
 }
 
-// skDir is one direction's keyed state and scratch space. The scratch lives
-// here rather than on the stack because slices of it are handed to
-// interface methods (cipher.AEAD, hash.Hash), which would make the compiler
-// move a stack array to the heap on every call.
-type skDir struct {
+// aeadDir is one direction's AEAD and nonce. The nonce lives here rather
+// than on the stack because it is handed to cipher.AEAD, an interface, which
+// would make the compiler move a stack array to the heap on every call.
+type aeadDir struct {
 	aead  cipher.AEAD
+	nonce [12]byte // salt | IV; both AEADs of RFC 5282 and RFC 7634 take 12 octets
+}
+
+// skCBC is the state of a CBC suite with a separate HMAC, both directions.
+type skCBC struct {
+	out, in cbcDir
+}
+
+// cbcDir is one direction's CBC and HMAC state; sum is scratch space for the
+// same reason as aeadDir.nonce.
+type cbcDir struct {
 	block cipher.Block
-	cbc   cipher.BlockMode // reused through SetIV when the mode allows it
+	mode  cipher.BlockMode // reused through SetIV when the mode allows it
 	mac   hash.Hash
-	nonce [16]byte // salt | IV for an AEAD
 	sum   [64]byte // HMAC output before truncation
 }
 
@@ -79,9 +93,12 @@ func NewSK(encr *Encr, integ *Integ, k *IKEKeys, initiator bool) (*SK, error) {
 		oe, ie, oa, ia = k.Er, k.Ei, k.Ar, k.Ai
 	}
 	if encr.AEAD() {
-		s.icvLen = encr.ICVLen
-		for _, d := range []struct {
-			dir *skDir
+		if encr.SaltLen+encr.IVLen != len(s.out.nonce) || encr.ICVLen > 0xff {
+			return nil, ErrUnsupported
+		}
+		s.icvLen = uint8(encr.ICVLen)
+		for _, d := range [...]struct {
+			dir *aeadDir
 			key []byte
 		}{{&s.out, oe}, {&s.in, ie}} {
 			if len(d.key) != encr.KeyLen {
@@ -100,17 +117,17 @@ func NewSK(encr *Encr, integ *Integ, k *IKEKeys, initiator bool) (*SK, error) {
 		}
 		return s, nil
 	}
-	if integ == nil {
+	if integ == nil || integ.ICVLen > len(cbcDir{}.sum) {
 		return nil, ErrUnsupported
 	}
-	s.integ = integ
-	s.icvLen = integ.ICVLen
+	s.icvLen = uint8(integ.ICVLen)
+	c := &skCBC{}
 	var zeroIV [16]byte
-	for _, d := range []struct {
-		dir       *skDir
+	for _, d := range [...]struct {
+		dir       *cbcDir
 		ekey, key []byte
 		enc       bool
-	}{{&s.out, oe, oa, true}, {&s.in, ie, ia, false}} {
+	}{{&c.out, oe, oa, true}, {&c.in, ie, ia, false}} {
 		if len(d.ekey) != encr.KeyLen {
 			return nil, errors.New("crypto: SK_e length does not match ENCR")
 		}
@@ -123,15 +140,16 @@ func NewSK(encr *Encr, integ *Integ, k *IKEKeys, initiator bool) (*SK, error) {
 		}
 		d.dir.block = b
 		if d.enc {
-			d.dir.cbc = cipher.NewCBCEncrypter(b, zeroIV[:b.BlockSize()])
+			d.dir.mode = cipher.NewCBCEncrypter(b, zeroIV[:b.BlockSize()])
 		} else {
-			d.dir.cbc = cipher.NewCBCDecrypter(b, zeroIV[:b.BlockSize()])
+			d.dir.mode = cipher.NewCBCDecrypter(b, zeroIV[:b.BlockSize()])
 		}
-		if _, ok := d.dir.cbc.(ivSetter); !ok {
-			d.dir.cbc = nil
+		if _, ok := d.dir.mode.(ivSetter); !ok {
+			d.dir.mode = nil
 		}
 		d.dir.mac = integ.New(d.key)
 	}
+	s.cbc = c
 	return s, nil
 }
 
@@ -139,8 +157,11 @@ func NewSK(encr *Encr, integ *Integ, k *IKEKeys, initiator bool) (*SK, error) {
 // length n: the SK generic header, IV, padding, pad length and ICV. The IKE
 // header is not included.
 func (s *SK) Overhead(n int) int {
-	return wire.GenericHeaderLen + s.encr.IVLen + s.padded(n) - n + s.icvLen
+	return wire.GenericHeaderLen + s.encr.IVLen + s.padded(n) - n + s.icv()
 }
+
+// icv returns the length of the ICV or AEAD tag that ends each message.
+func (s *SK) icv() int { return int(s.icvLen) }
 
 // padded returns the length of the encrypted plaintext for n octets of inner
 // payloads: RFC 7296 §3.14 pads to the cipher's block and always carries the
@@ -182,7 +203,7 @@ func (s *SK) Seal(dst []byte, h wire.Header, first wire.PayloadType, inner []byt
 func (s *SK) seal(dst []byte, h wire.Header, typ, first wire.PayloadType, frag []byte, inner []byte) ([]byte, error) {
 	e := s.encr
 	plen := s.padded(len(inner))
-	payloadLen := wire.GenericHeaderLen + len(frag) + e.IVLen + plen + s.icvLen
+	payloadLen := wire.GenericHeaderLen + len(frag) + e.IVLen + plen + s.icv()
 	msgLen := wire.HeaderLen + payloadLen
 	if payloadLen > 0xffff {
 		return dst, ErrTooLarge
@@ -202,7 +223,7 @@ func (s *SK) seal(dst []byte, h wire.Header, typ, first wire.PayloadType, frag [
 	dst = wire.AppendPayloadHeader(dst, first, false, payloadLen)
 	dst = append(dst, frag...)
 	aadEnd := len(dst)
-	dst = grow(dst, e.IVLen+plen+s.icvLen)
+	dst = grow(dst, e.IVLen+plen+s.icv())
 	iv := dst[aadEnd : aadEnd+e.IVLen]
 	pt := dst[aadEnd+e.IVLen : aadEnd+e.IVLen+plen]
 	copy(pt, inner)
@@ -210,8 +231,8 @@ func (s *SK) seal(dst []byte, h wire.Header, typ, first wire.PayloadType, frag [
 	clear(pt[len(inner):])
 	pt[plen-1] = byte(plen - len(inner) - 1)
 
-	d := &s.out
 	if e.AEAD() {
+		d := &s.out
 		binary.BigEndian.PutUint64(iv, ivc)
 		n := d.nonce[:e.SaltLen+e.IVLen]
 		copy(n[e.SaltLen:], iv)
@@ -226,18 +247,19 @@ func (s *SK) seal(dst []byte, h wire.Header, typ, first wire.PayloadType, frag [
 	if _, err := rand.Read(iv); err != nil {
 		return dst[:start], err
 	}
-	s.cbcMode(d, iv, true).CryptBlocks(pt, pt)
-	icvAt := len(dst) - s.icvLen
+	d := &s.cbc.out
+	d.cbcMode(iv, true).CryptBlocks(pt, pt)
+	icvAt := len(dst) - s.icv()
 	d.mac.Reset()
 	d.mac.Write(dst[start:icvAt])
 	copy(dst[icvAt:], d.mac.Sum(d.sum[:0]))
 	return dst, nil
 }
 
-func (s *SK) cbcMode(d *skDir, iv []byte, enc bool) cipher.BlockMode {
-	if d.cbc != nil {
-		d.cbc.(ivSetter).SetIV(iv)
-		return d.cbc
+func (d *cbcDir) cbcMode(iv []byte, enc bool) cipher.BlockMode {
+	if d.mode != nil {
+		d.mode.(ivSetter).SetIV(iv)
+		return d.mode
 	}
 	if enc {
 		return cipher.NewCBCEncrypter(d.block, iv)
@@ -298,7 +320,7 @@ func (s *SK) OpenInPlace(msg []byte, sk wire.Payload) ([]byte, wire.PayloadType,
 // in decrypt, which cannot be split from decryption.
 func (s *SK) verify(msg, body []byte, skip int) ([]byte, error) {
 	e := s.encr
-	if len(body) < skip+e.IVLen+s.icvLen+1 || len(msg) < wire.HeaderLen+wire.GenericHeaderLen+len(body) {
+	if len(body) < skip+e.IVLen+s.icv()+1 || len(msg) < wire.HeaderLen+wire.GenericHeaderLen+len(body) {
 		return nil, ErrIntegrity
 	}
 	// The AAD and the HMAC input are the octets of msg in front of body, so
@@ -306,7 +328,7 @@ func (s *SK) verify(msg, body []byte, skip int) ([]byte, error) {
 	if &msg[len(msg)-1] != &body[len(body)-1] {
 		return nil, errNotTail
 	}
-	ctLen := len(body) - skip - e.IVLen - s.icvLen
+	ctLen := len(body) - skip - e.IVLen - s.icv()
 	if ctLen%e.Block != 0 {
 		return nil, ErrIntegrity
 	}
@@ -314,12 +336,12 @@ func (s *SK) verify(msg, body []byte, skip int) ([]byte, error) {
 	if e.AEAD() {
 		return ct, nil
 	}
-	d := &s.in
-	icvAt := len(msg) - s.icvLen
+	d := &s.cbc.in
+	icvAt := len(msg) - s.icv()
 	d.mac.Reset()
 	d.mac.Write(msg[:icvAt])
 	sum := d.mac.Sum(d.sum[:0])
-	if !hmac.Equal(sum[:s.icvLen], msg[icvAt:]) {
+	if !hmac.Equal(sum[:s.icv()], msg[icvAt:]) {
 		return nil, ErrIntegrity
 	}
 	return ct, nil
@@ -330,10 +352,10 @@ func (s *SK) verify(msg, body []byte, skip int) ([]byte, error) {
 func (s *SK) decrypt(out, msg, body []byte, skip int, typ wire.PayloadType) ([]byte, error) {
 	e := s.encr
 	iv := body[skip : skip+e.IVLen]
-	ct := body[skip+e.IVLen : len(body)-s.icvLen]
-	d := &s.in
+	ct := body[skip+e.IVLen : len(body)-s.icv()]
 	var pt []byte
 	if e.AEAD() {
+		d := &s.in
 		n := d.nonce[:e.SaltLen+e.IVLen]
 		copy(n[e.SaltLen:], iv)
 		aadEnd := len(msg) - len(body) + skip
@@ -345,7 +367,7 @@ func (s *SK) decrypt(out, msg, body []byte, skip int, typ wire.PayloadType) ([]b
 		}
 	} else {
 		pt = out[:len(ct)]
-		s.cbcMode(d, iv, false).CryptBlocks(pt, ct)
+		s.cbc.in.cbcMode(iv, false).CryptBlocks(pt, ct)
 	}
 	pad := int(pt[len(pt)-1])
 	if pad+1 > len(pt) {

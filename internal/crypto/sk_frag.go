@@ -37,7 +37,7 @@ var ErrReassemblyLimit = errors.New("crypto: fragment reassembly limit exceeded"
 // to frags.
 func (s *SK) SealFragments(dst []byte, frags [][]byte, h wire.Header, first wire.PayloadType, inner []byte, maxLen int) ([]byte, [][]byte, error) {
 	e := s.encr
-	avail := maxLen - wire.HeaderLen - wire.GenericHeaderLen - skfNumbersLen - e.IVLen - s.icvLen
+	avail := maxLen - wire.HeaderLen - wire.GenericHeaderLen - skfNumbersLen - e.IVLen - s.icv()
 	chunk := avail/e.Block*e.Block - 1 // room for the pad length octet
 	if chunk < 1 {
 		return dst, frags, ErrTooLarge
@@ -54,7 +54,7 @@ func (s *SK) SealFragments(dst []byte, frags [][]byte, h wire.Header, first wire
 	need := 0
 	for i := 0; i < total; i++ {
 		n := min(chunk, len(inner)-i*chunk)
-		need += wire.HeaderLen + wire.GenericHeaderLen + skfNumbersLen + e.IVLen + s.padded(n) + s.icvLen
+		need += wire.HeaderLen + wire.GenericHeaderLen + skfNumbersLen + e.IVLen + s.padded(n) + s.icv()
 	}
 	start := len(dst)
 	dst = grow(dst, need)[:start]
