@@ -91,6 +91,7 @@ func (e *env) tcpTransferBetween(ns *netlab.NS, src, dst string, size int) {
 import socket, hashlib
 s = socket.socket(%s); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("%s", %d)); s.listen(1); s.settimeout(30)
+print("listening", flush=True)
 c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
 while True:
     b = c.recv(65536)
@@ -101,7 +102,14 @@ print(n, h.hexdigest(), flush=True)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Python takes its time to start on a loaded machine: connect only
+	// once the sink listens.
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(recv.Out.String(), "listening"); {
+		if time.Now().After(deadline) || recv.Exited() {
+			e.t.Fatalf("TCP sink did not start listening: %q", recv.Out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	send, err := ns.Start("source", "", "python3", "-c", fmt.Sprintf(`
 import socket, hashlib, os
 data = os.urandom(%d)
@@ -113,7 +121,8 @@ print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
 		e.t.Fatal(err)
 	}
 	serr, rerr := send.Wait(), recv.Wait()
-	sent, got := strings.TrimSpace(send.Out.String()), strings.TrimSpace(recv.Out.String())
+	sent := strings.TrimSpace(send.Out.String())
+	got := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(recv.Out.String()), "listening"))
 	if serr != nil || rerr != nil || sent == "" || sent != got {
 		e.t.Fatalf("TCP transfer %s -> %s: sender %q (%v), receiver %q (%v)", src, dst, sent, serr, got, rerr)
 	}

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // ping sends count echo requests from the client's inner address to target
@@ -28,37 +27,7 @@ func (e *env) ping(c *client, target string, count int) {
 // the sender sent.
 func (e *env) tcpTransfer(c *client, size int) {
 	e.t.Helper()
-	port := 5001 + int(labSeq.Add(1))
-	recv, err := e.gw.Start("sink", "", "python3", "-c", fmt.Sprintf(`
-import socket, hashlib
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("%s", %d)); s.listen(1); s.settimeout(30)
-c, _ = s.accept(); c.settimeout(30); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(65536)
-    if not b: break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-`, gwInner, port))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	send, err := c.ns.Start("source", "", "python3", "-c", fmt.Sprintf(`
-import socket, hashlib, os
-data = os.urandom(%d)
-s = socket.create_connection(("%s", %d), timeout=30, source_address=("%s", 0))
-s.sendall(data); s.close()
-print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-`, size, gwInner, port, c.inner))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	serr, rerr := send.Wait(), recv.Wait()
-	sent, got := strings.TrimSpace(send.Out.String()), strings.TrimSpace(recv.Out.String())
-	if serr != nil || rerr != nil || sent == "" || sent != got {
-		e.t.Fatalf("TCP transfer through the tunnel: sender %q (%v), receiver %q (%v)", sent, serr, got, rerr)
-	}
+	e.tcpTransferBetween(c.ns, c.inner.String(), gwInner, size)
 }
 
 // TestStrongSwanTraffic: ping and a checked TCP transfer through a tunnel
