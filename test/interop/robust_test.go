@@ -280,6 +280,32 @@ print(n)
 	}
 }
 
+// robustEnv is hike with one strongSwan client whose SA is up, and the
+// SPIs that garbage aimed at that SA uses; swanExtra goes into the
+// client's connection.
+func robustEnv(t *testing.T, swanExtra string) (e *env, c *client, d *swan.Daemon, before swan.IKESA, spiI, spiR, espSPI uint64) {
+	e = newEnv(t, 2)
+	e.dpd = "2s"
+	e.startHike(hikePSKConf)
+	c = e.clients[0]
+	d = e.startSwan(1, swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", swanExtra))
+	if err := d.Initiate("net"); err != nil {
+		t.Fatal(err)
+	}
+	sas, err := d.SAs()
+	if err != nil || len(sas) != 1 || len(sas[0].Children) != 1 {
+		t.Fatalf("%+v %v", sas, err)
+	}
+	before = sas[0]
+	spiI, err1 := strconv.ParseUint(before.SPIi, 16, 64)
+	spiR, err2 := strconv.ParseUint(before.SPIr, 16, 64)
+	espSPI, err3 := strconv.ParseUint(before.Children[0].SPIOut, 16, 32)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatalf("SPIs of %+v: %v", before, err)
+	}
+	return e, c, d, before, spiI, spiR, espSPI
+}
+
 // TestRobustGarbage: a running hike with an established strongSwan SA is
 // fed, from another host on the link, the wire fuzz seeds and corpus (as
 // they are, mutated, and under the SA's real SPIs) and thousands of random
@@ -288,25 +314,7 @@ print(n)
 // keeps its SPIs, DPD keeps being answered, traffic still flows, and hike's
 // logs about the garbage stay rate-limited.
 func TestRobustGarbage(t *testing.T) {
-	e := newEnv(t, 2)
-	e.dpd = "2s"
-	e.startHike(hikePSKConf)
-	c := e.clients[0]
-	d := e.startSwan(1, swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", ""))
-	if err := d.Initiate("net"); err != nil {
-		t.Fatal(err)
-	}
-	sas, err := d.SAs()
-	if err != nil || len(sas) != 1 || len(sas[0].Children) != 1 {
-		t.Fatalf("%+v %v", sas, err)
-	}
-	before := sas[0]
-	spiI, err1 := strconv.ParseUint(before.SPIi, 16, 64)
-	spiR, err2 := strconv.ParseUint(before.SPIr, 16, 64)
-	espSPI, err3 := strconv.ParseUint(before.Children[0].SPIOut, 16, 32)
-	if err := errors.Join(err1, err2, err3); err != nil {
-		t.Fatalf("SPIs of %+v: %v", before, err)
-	}
+	e, c, d, before, spiI, spiR, espSPI := robustEnv(t, "")
 	e.ping(c, gwInner, 2)
 
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
@@ -331,7 +339,7 @@ func TestRobustGarbage(t *testing.T) {
 	waitFor(t, 8*time.Second, "hike's DPD answered after the flood", func() bool {
 		return strings.Count(d.Log(), "parsed INFORMATIONAL request") > dpdBefore+1
 	})
-	sas, err = d.SAs()
+	sas, err := d.SAs()
 	if err != nil || len(sas) != 1 || sas[0].SPIi != before.SPIi || sas[0].SPIr != before.SPIr ||
 		sas[0].State != "ESTABLISHED" || len(sas[0].Children) != 1 || sas[0].Children[0].SPIOut != before.Children[0].SPIOut {
 		t.Fatalf("strongSwan's SA changed: %+v %v (was %+v)", sas, err, before)
@@ -361,25 +369,7 @@ func TestRobustGarbage(t *testing.T) {
 // SA: afterwards strongSwan rekeys its Child SA (its next request must be
 // the one hike expects), DPD runs both ways, and traffic flows.
 func TestRobustSpoofedGarbage(t *testing.T) {
-	e := newEnv(t, 2)
-	e.dpd = "2s"
-	e.startHike(hikePSKConf)
-	c := e.clients[0]
-	d := e.startSwan(1, swanConf(c, "aes256gcm16-prfsha256-x25519", "aes256gcm16", "dpd_delay = 3s"))
-	if err := d.Initiate("net"); err != nil {
-		t.Fatal(err)
-	}
-	sas, err := d.SAs()
-	if err != nil || len(sas) != 1 || len(sas[0].Children) != 1 {
-		t.Fatalf("%+v %v", sas, err)
-	}
-	before := sas[0]
-	spiI, err1 := strconv.ParseUint(before.SPIi, 16, 64)
-	spiR, err2 := strconv.ParseUint(before.SPIr, 16, 64)
-	espSPI, err3 := strconv.ParseUint(before.Children[0].SPIOut, 16, 32)
-	if err := errors.Join(err1, err2, err3); err != nil {
-		t.Fatalf("SPIs of %+v: %v", before, err)
-	}
+	e, c, d, before, spiI, spiR, espSPI := robustEnv(t, "dpd_delay = 3s")
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	ds := garbage(t, rng, spiI, spiR, uint32(espSPI), 500)
 	logBefore := len(e.hike.Out.String())
@@ -412,7 +402,7 @@ func TestRobustSpoofedGarbage(t *testing.T) {
 	waitFor(t, 8*time.Second, "charon's DPD answered", func() bool {
 		return strings.Contains(d.Log(), "parsed INFORMATIONAL response")
 	})
-	sas, err = d.SAs()
+	sas, err := d.SAs()
 	if err != nil || len(sas) != 1 || sas[0].SPIi != before.SPIi || sas[0].SPIr != before.SPIr || sas[0].State != "ESTABLISHED" {
 		t.Fatalf("strongSwan's IKE SA changed: %+v %v (was %+v)", sas, err, before)
 	}
