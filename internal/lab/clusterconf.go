@@ -236,46 +236,9 @@ secrets:
 pools:
   load: %s
 connections:
-  - name: load
-    local:
-      id: gw.%s
-      auth: psk
-    remote:
-      addrs: any
-      id: "*.load.%s"
-    psk: lab
-    pools: [load]
-    ike:
-      proposals: [%s]
-    dpd:
-      delay: %s
-    children:
-      - name: net
-        local_ts: [%s]
-        remote_ts: dynamic
-        esp:
-          proposals: [%s]
-`, nodeSocket(dir, i), p.PSK, nodePool(i), domain, domain, ikeProposal, seconds(dpd), protectedNet, espProposal)
+%s`, nodeSocket(dir, i), p.PSK, nodePool(i), pskConn("load", "load."+domain, "load", ikeProposal, dpd, "dynamic"))
 	if swan {
-		fmt.Fprintf(&b, `  - name: swan
-    local:
-      id: gw.%s
-      auth: psk
-    remote:
-      addrs: any
-      id: "*.swan.%s"
-    psk: lab
-    ike:
-      proposals: [%s]
-    dpd:
-      delay: %s
-    children:
-      - name: net
-        local_ts: [%s]
-        remote_ts: [%s]
-        esp:
-          proposals: [%s]
-`, domain, domain, swanHAProposal, seconds(dpd), protectedNet, clientsNet, espProposal)
+		b.WriteString(pskConn("swan", "swan."+domain, "", swanHAProposal, dpd, "["+clientsNet.String()+"]"))
 	}
 	id := nodeID(i)
 	fmt.Fprintf(&b, `cluster:

@@ -66,14 +66,27 @@ secrets:
   lab:
     psk_file: %s
 connections:
-  - name: lab
+%s`, gwOuter, filepath.Join(dir, "control.sock"), filepath.Join(dir, "lab.psk"),
+		pskConn("lab", domain, "", ikeProposal, dpd, "["+clientsNet.String()+"]"))
+}
+
+// pskConn is one connection of a lab gateway, in YAML: clients whose
+// identities end in peerDomain, authenticated with the lab's PSK, virtual
+// IPs from pool if not empty, and a Child SA from the protected network
+// to remoteTS.
+func pskConn(name, peerDomain, pool, ike string, dpd time.Duration, remoteTS string) string {
+	pools := ""
+	if pool != "" {
+		pools = "\n    pools: [" + pool + "]"
+	}
+	return fmt.Sprintf(`  - name: %s
     local:
       id: gw.%s
       auth: psk
     remote:
       addrs: any
       id: "*.%s"
-    psk: lab
+    psk: lab%s
     ike:
       proposals: [%s]
     dpd:
@@ -81,11 +94,10 @@ connections:
     children:
       - name: net
         local_ts: [%s]
-        remote_ts: [%s]
+        remote_ts: %s
         esp:
           proposals: [%s]
-`, gwOuter, filepath.Join(dir, "control.sock"), filepath.Join(dir, "lab.psk"),
-		domain, domain, ikeProposal, seconds(dpd), protectedNet, clientsNet, espProposal)
+`, name, domain, peerDomain, pools, ike, seconds(dpd), protectedNet, remoteTS, espProposal)
 }
 
 // swanConfig is client i's swanctl.conf: an initiator with identity id
