@@ -90,7 +90,12 @@ func (m *member) start(ctx context.Context) error {
 			m.d.log.Warn("cluster: cannot set promote_secondaries", "err", err)
 		}
 	}
+	// Any VIP may come here in a takeover: each must have an interface
+	// now, not only when a node has failed.
 	for _, p := range m.vips {
+		if _, err := m.ifFor(p); err != nil {
+			return fmt.Errorf("cluster: VIP %s: %w", p, err)
+		}
 		m.remove(p)
 	}
 	if err := m.node.Start(ctx); err != nil {
@@ -251,6 +256,9 @@ func (m *member) release(a netip.Addr, p netip.Prefix, owner string) {
 // one with an address in the VIP's subnet.
 func (m *member) ifFor(p netip.Prefix) (string, error) {
 	if m.ifname != "" {
+		if _, err := net.InterfaceByName(m.ifname); err != nil {
+			return "", fmt.Errorf("cluster.interface %q: %w", m.ifname, err)
+		}
 		return m.ifname, nil
 	}
 	ifs, err := net.Interfaces()

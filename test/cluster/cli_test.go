@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +157,31 @@ func TestCLIMembership(t *testing.T) {
 		if want := fmt.Sprint(i != dead); reach[nodeID(i)] != want {
 			t.Errorf("the leader shows node%d reachable %q, want %s:\n%s", i, reach[nodeID(i)], want, out)
 		}
+	}
+}
+
+// TestBadInterface: a node whose cluster.interface does not exist refuses
+// to start and says which key is wrong, rather than failing at every
+// attempt to add a VIP later.
+func TestBadInterface(t *testing.T) {
+	requireLab(t)
+	e, err := newEnv(t)
+	t.Cleanup(func() { e.close(t.Failed()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.writeConfigs()
+	n := e.nodes[1]
+	f := filepath.Join(n.dir, "hike.yaml")
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, []byte(strings.Replace(string(b), "interface: eth0", "interface: nosuch0", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := n.ns.Run(hikeBin, "serve", "-c", f)
+	if err == nil || !strings.Contains(string(out), `cluster.interface "nosuch0"`) {
+		t.Fatalf("hike serve with a missing interface: %v\n%s", err, out)
 	}
 }
