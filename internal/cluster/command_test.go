@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"maps"
 	"net/netip"
@@ -298,5 +299,28 @@ func TestFSMMIDs(t *testing.T) {
 	apply(t, f, appendOp(appendSAHeader(nil, "a"), &saOp{key: SAKey{1, 1}, local: vip1, blob: []byte("r2")}))
 	if e := f.sas[SAKey{1, 1}]; e.hasMIDs {
 		t.Fatal("a whole record kept older Message IDs")
+	}
+}
+
+// TestFSMRestoreV1: a snapshot written before Message ID updates existed
+// (no per-SA flag) still restores.
+func TestFSMRestoreV1(t *testing.T) {
+	b := []byte(snapMagicV1)
+	b = binary.AppendUvarint(b, 1)
+	b = appendString(appendAddr(b, vip1), "a")
+	b = binary.AppendUvarint(b, 1)
+	b = binary.BigEndian.AppendUint64(b, 5)
+	b = binary.BigEndian.AppendUint64(b, 6)
+	b = appendString(b, "a")
+	b = appendAddr(b, vip1)
+	b = binary.AppendUvarint(b, 3)
+	b = append(b, "rec"...)
+	f := newFSM(nil)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	e := f.sas[SAKey{5, 6}]
+	if e == nil || e.owner != "a" || string(e.blob) != "rec" || e.hasMIDs || f.vips[vip1] != "a" || f.owned["a"] != 1 {
+		t.Fatalf("restored %+v, vips %v", e, f.vips)
 	}
 }
