@@ -164,7 +164,12 @@ func ParseSources(s string) ([]netip.Prefix, error) {
 			continue
 		}
 		if p, err := netip.ParsePrefix(f); err == nil {
-			out = append(out, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())))
+			bits := p.Bits() - unmapBits(p.Addr())
+			if bits < 0 {
+				// ::ffff:0.0.0.0/0 spans more than the IPv4-mapped block.
+				return nil, fmt.Errorf("sources: %q reaches outside the IPv4-mapped addresses; write the IPv4 prefix", f)
+			}
+			out = append(out, netip.PrefixFrom(p.Addr().Unmap(), bits))
 			continue
 		}
 		if a, err := netip.ParseAddr(f); err == nil {
