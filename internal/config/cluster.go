@@ -173,7 +173,10 @@ func parseVIP(s string) (netip.Prefix, error) {
 		if err != nil || p.Addr().Zone() != "" {
 			return p, fmt.Errorf("%q is not an address with prefix length (like 192.0.2.10/24)", s)
 		}
-		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()), nil
+		if p.Addr().Is4In6() {
+			return p, fmt.Errorf("%q is an IPv4-mapped IPv6 prefix; write the IPv4 address with its prefix length (like 192.0.2.10/24)", s)
+		}
+		return p, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {

@@ -758,3 +758,18 @@ func TestAliasBomb(t *testing.T) {
 		t.Fatal("alias bomb not bounded")
 	}
 }
+
+func TestParseVIP(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.10/24": "192.0.2.10/24", "192.0.2.10": "192.0.2.10/32", "2001:db8::1/64": "2001:db8::1/64",
+		"::ffff:192.0.2.10": "192.0.2.10/32", "::ffff:192.0.2.10/120": "", "::ffff:0.0.0.0/0": "", "fe80::1%eth0/64": "",
+	} {
+		p, err := parseVIP(in)
+		switch {
+		case want == "" && err == nil:
+			t.Errorf("parseVIP(%q) = %v, want an error", in, p)
+		case want != "" && (err != nil || p.String() != want):
+			t.Errorf("parseVIP(%q) = %v, %v; want %s", in, p, err, want)
+		}
+	}
+}

@@ -102,7 +102,9 @@ func FuzzIdentityAndSelectors(f *testing.F) {
 			_ = ts.String()
 		}
 		parsePoolRange(s)
-		parseVIP(s)
+		if p, err := parseVIP(s); err == nil && (!p.IsValid() || p.Addr().Is4In6()) {
+			t.Fatalf("parseVIP(%q) = %v, which is no usable VIP", s, p)
+		}
 		glob(s, s)
 	})
 }
